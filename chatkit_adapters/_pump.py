@@ -1,0 +1,366 @@
+"""The one shared streaming pump: a ChatKit stream driven from its own task.
+
+Why a pump: ChatKit saves the partial assistant message and a hidden "cancelled" marker
+only when ``asyncio.CancelledError`` is raised *inside* its generator at an ``await``
+(``ChatKitServer._process_events``), and only if that cleanup is not cancelled again.
+``aclose()``/``athrow()`` on the generator, a cancel that lands while the generator is
+parked at a ``yield``, and an anyio cancel scope (Starlette, FastAPI, Litestar,
+sse-starlette) all lose it. So:
+
+- the generator runs in a detached task (never a child of the request task or of any
+  task group), feeding a small bounded buffer (backpressure: it never runs more than a
+  few events ahead of the client);
+- on disconnect it is cancelled exactly once, at an ``await`` inside the generator: if it
+  is parked at a ``yield`` because the buffer is full, it is resumed and the pending
+  cancel is delivered at its next real suspension;
+- the caller waits for the cleanup, bounded by ``cleanup_timeout``, shielded from the
+  framework's cancel scope; the task is strongly referenced until it is done, and
+  :func:`drain` cancels and awaits every live stream at application shutdown.
+
+The consumer side hands out everything that is ready in one piece (coalescing several
+events into one write when the client is behind), heartbeats while idle, and one
+well-framed ChatKit error event if the stream fails after its first event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator
+from typing import Final
+
+import anyio
+
+# anyio imports its asyncio backend lazily on first use; doing it here keeps that import
+# (tens of milliseconds) off the disconnect path.
+import anyio._backends._asyncio
+from chatkit.errors import ErrorCode
+from chatkit.types import ErrorEvent
+
+logger = logging.getLogger("chatkit_adapters")
+
+HEARTBEAT: Final = b": ping\n\n"
+"""An SSE comment line; EventSource-style parsers ignore it."""
+
+ERROR_EVENT: Final = (
+    b"data: "
+    + ErrorEvent(code=ErrorCode.STREAM_ERROR, allow_retry=True)
+    .model_dump_json(by_alias=True, exclude_none=True)
+    .encode()
+    + b"\n\n"
+)
+"""The ChatKit error event that ends a stream which failed after its first event."""
+
+MAX_BUFFERED_EVENTS: Final = 8
+MAX_BUFFERED_BYTES: Final = 64 * 1024
+_MAX_DROPPED: Final = 64  # events a cancelled generator may yield without suspending
+
+_live: set[EventStream] = set()
+
+
+class EventStream:
+    """A ChatKit ``StreamingResult`` pumped from a detached task.
+
+    Usage (an adapter, after ``server.process`` returned a stream)::
+
+        stream = EventStream(result, heartbeat=None, cleanup_timeout=10.0)
+        await stream.prime()                # first event pulled: errors get a real status
+        try:
+            async for data in stream:       # batches of events, heartbeats, error event
+                await write(data)
+        finally:
+            await stream.aclose()           # cancels once if unfinished, awaits cleanup
+
+    On a disconnect noticed elsewhere (a ``receive()`` watcher), call :meth:`cancel`:
+    the iteration ends and the pump's task runs ChatKit's cancel cleanup.
+    All methods must be called on the loop the stream was primed on.
+    """
+
+    def __init__(
+        self,
+        result: AsyncIterable[bytes],
+        *,
+        heartbeat: float | None = None,
+        cleanup_timeout: float = 10.0,
+        max_events: int = MAX_BUFFERED_EVENTS,
+        max_bytes: int = MAX_BUFFERED_BYTES,
+    ) -> None:
+        self._result = result
+        self._heartbeat = heartbeat
+        self._cleanup_timeout = cleanup_timeout
+        self._max_events = max_events
+        self._max_bytes = max_bytes
+        self._buffer: deque[bytes] = deque()
+        self._buffered = 0
+        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._data_ready: asyncio.Future[None] | None = None
+        self._space: asyncio.Future[None] | None = None
+        self._in_generator = False
+        self._closing = False
+        self._finished = False
+        self._error: BaseException | None = None
+        self._error_sent = False
+        self._primed = False
+        self._last_output = 0.0
+        self.cancelled_at: float | None = None
+        """``time.monotonic()`` when a disconnect cancelled this stream, else ``None``."""
+
+    # -- producer ------------------------------------------------------------------
+
+    def _start(self) -> None:
+        if self._task is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._last_output = time.monotonic()
+        # A plain task of the loop: no anyio task group or request task owns it, so no
+        # framework cancel scope can reach the generator's cleanup.
+        self._task = self._loop.create_task(self._produce())
+        _live.add(self)
+        self._task.add_done_callback(lambda _: _live.discard(self))
+
+    async def _produce(self) -> None:
+        iterator: AsyncIterator[bytes] = aiter(self._result)
+        dropped = 0
+        self_cancelled = False
+        try:
+            while True:
+                if self._closing and not self_cancelled:
+                    # Parked at a yield when the client left: request our own cancellation
+                    # now; asyncio delivers it at the generator's next real suspension,
+                    # i.e. inside ChatKit's try block, exactly once.
+                    self_cancelled = True
+                    current = asyncio.current_task()
+                    assert current is not None
+                    current.cancel()
+                self._in_generator = True
+                try:
+                    chunk = await iterator.__anext__()
+                except StopAsyncIteration:
+                    return
+                finally:
+                    self._in_generator = False
+                if self._closing:
+                    dropped += 1  # nobody will read it; keep going until the cancel lands
+                    if dropped > _MAX_DROPPED:
+                        logger.warning(
+                            "ChatKit stream kept yielding without awaiting after cancellation;"
+                            " closing it (its cancel cleanup may not run)"
+                        )
+                        await _aclose(iterator)
+                        return
+                    continue
+                self._buffer.append(chunk)
+                self._buffered += len(chunk)
+                self._wake_consumer()
+                if len(self._buffer) >= self._max_events or self._buffered >= self._max_bytes:
+                    assert self._loop is not None
+                    self._space = self._loop.create_future()
+                    try:
+                        await self._space
+                    finally:
+                        self._space = None
+        except asyncio.CancelledError:
+            if not self._closing:
+                # Cancelled from outside (loop shutdown): the stream is over either way.
+                self._closing = True
+                if not self._in_generator:
+                    await _aclose(iterator)
+        except Exception as exc:
+            self._error = exc
+            if self._buffer or self._primed:
+                logger.error(
+                    "ChatKit stream failed after its first event; ending it with an error event",
+                    exc_info=exc,
+                )
+        finally:
+            self._finished = True
+            self._wake_consumer()
+
+    # -- consumer ------------------------------------------------------------------
+
+    def _wake_consumer(self) -> None:
+        waiter = self._data_ready
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _take(self) -> bytes:
+        buffer = self._buffer
+        data = buffer.popleft() if len(buffer) == 1 else b"".join(buffer)
+        buffer.clear()
+        self._buffered = 0
+        space = self._space
+        if space is not None and not space.done():
+            space.set_result(None)
+        return data
+
+    async def _wait(self, timeout: float | None) -> None:
+        assert self._loop is not None
+        waiter = self._data_ready = self._loop.create_future()
+        if timeout is None:
+            await waiter
+            return
+        handle = self._loop.call_later(timeout, _resolve, waiter)
+        try:
+            await waiter
+        finally:
+            handle.cancel()
+
+    async def prime(self) -> None:
+        """Start the pump and wait for the first event.
+
+        Raises what the stream raised if it failed before producing anything (so the
+        adapter can still answer with a real status). The first event stays buffered.
+        """
+        self._start()
+        try:
+            while not self._buffer and not self._finished:
+                await self._wait(None)
+        except BaseException:
+            self.cancel()  # the request task was cancelled while waiting: the pump follows
+            raise
+        self._primed = True
+        if not self._buffer and self._error is not None:
+            self._error_sent = True
+            raise self._error
+
+    async def next_chunk(self, poll: float | None = None) -> bytes | None:
+        """The next bytes to write, or ``None`` when the stream is over.
+
+        Returns every event that is ready as one ``bytes``, a heartbeat comment when the
+        stream was idle for ``heartbeat`` seconds, or the ChatKit error event once if the
+        stream failed. With *poll*, returns ``b""`` when nothing is due within *poll*
+        seconds (sync callers use that to look for a disconnect).
+        """
+        self._start()
+        while True:
+            if self._buffer:
+                self._last_output = time.monotonic()
+                return self._take()
+            if self._closing:
+                return None
+            if self._finished:
+                if self._error is not None and not self._error_sent:
+                    self._error_sent = True
+                    return ERROR_EVENT
+                return None
+            timeout = poll
+            if self._heartbeat is not None:
+                due = self._last_output + self._heartbeat - time.monotonic()
+                if due <= 0:
+                    self._last_output = time.monotonic()
+                    return HEARTBEAT
+                timeout = due if timeout is None else min(timeout, due)
+            started = time.monotonic()
+            await self._wait(timeout)
+            if (
+                poll is not None
+                and not self._buffer
+                and not self._finished
+                and not self._closing
+                and time.monotonic() - started >= poll
+            ):
+                return b""
+
+    def __aiter__(self) -> EventStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        chunk = await self.next_chunk()
+        if chunk is None:
+            raise StopAsyncIteration
+        return chunk
+
+    # -- cancellation --------------------------------------------------------------
+
+    @property
+    def finished(self) -> bool:
+        """True once the pump's generator is exhausted, failed or cancelled."""
+        return self._finished
+
+    def cancel(self) -> None:
+        """The client left: cancel the generator once, at an await; idempotent.
+
+        Does not wait; :meth:`aclose` waits for the cleanup.
+        """
+        if self._closing:
+            return
+        self._closing = True
+        self.cancelled_at = time.monotonic()
+        task = self._task
+        if task is not None and not self._finished:
+            if self._in_generator:
+                task.cancel()  # lands at the await the generator is suspended on
+            else:
+                space = self._space
+                if space is not None and not space.done():
+                    space.set_result(None)  # resume it: it cancels itself (see _produce)
+                # otherwise the task has not run yet or is about to resume; it checks
+                # _closing before re-entering the generator.
+        self._wake_consumer()
+
+    async def aclose(self) -> None:
+        """Finish the stream: cancel it if it is unfinished and await the cleanup.
+
+        The wait is bounded by ``cleanup_timeout`` and shielded from anyio cancel scopes;
+        after the timeout the cleanup is abandoned (cancelled again) and logged.
+        """
+        if not self._finished:
+            self.cancel()
+        task = self._task
+        if task is None or task.done():
+            return
+        with anyio.CancelScope(shield=True):
+            done, _ = await asyncio.wait({task}, timeout=self._cleanup_timeout)
+        if not done:
+            logger.warning(
+                "ChatKit cancel cleanup did not finish within cleanup_timeout=%ss; abandoning it",
+                self._cleanup_timeout,
+            )
+            task.cancel()
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+async def _aclose(iterator: AsyncIterator[bytes]) -> None:
+    aclose = getattr(iterator, "aclose", None)
+    if aclose is not None:
+        try:
+            await aclose()
+        except Exception:
+            logger.debug("closing a cancelled ChatKit stream failed", exc_info=True)
+
+
+def live_streams() -> int:
+    """How many pumps are running (all loops); for tests and monitoring."""
+    return len(_live)
+
+
+async def drain(timeout: float | None = None) -> None:
+    """Cancel every live stream of the running loop once and await their cleanups.
+
+    Call it at application shutdown (the raw ASGI app does on ``lifespan.shutdown``)::
+
+        await chatkit_adapters.drain()
+
+    *timeout* bounds the whole wait (default: each stream's own ``cleanup_timeout``).
+    """
+    loop = asyncio.get_running_loop()
+    streams = [s for s in _live if s._loop is loop]
+    if not streams:
+        return
+    for stream in streams:
+        stream.cancel()
+    tasks = {s._task for s in streams if s._task is not None}
+    if timeout is None:
+        timeout = max(s._cleanup_timeout for s in streams)
+    with anyio.CancelScope(shield=True):
+        _, pending = await asyncio.wait(tasks, timeout=timeout)
+    for task in pending:
+        logger.warning("ChatKit stream cleanup still running at shutdown; abandoning it")
+        task.cancel()

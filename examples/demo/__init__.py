@@ -1,0 +1,1 @@
+"""The chatkit-adapters demo: a ChatKit server backed by a real SQLite or PostgreSQL store."""

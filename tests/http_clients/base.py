@@ -1,0 +1,122 @@
+"""The client interface of the conformance suite and a normalized response."""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import httpx
+from chatkit.server import ChatKitServer
+
+
+@dataclass
+class Response:
+    status: int
+    headers: Mapping[str, str]  # lower-case names
+    body: bytes
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+ContextFactory = Callable[[Any], Any]
+
+
+class HttpClient(ABC):
+    """Drives one adapter in one framework app."""
+
+    name: ClassVar[str]
+    variants: ClassVar[tuple[str, ...]] = ("view", "response", "middleware")
+    # variants whose route is registered for every method, so the adapter itself answers
+    # non-POST requests (elsewhere the framework's router answers 405)
+    own_405_variants: ClassVar[tuple[str, ...]] = ("view", "middleware", "mounted")
+    # the context factory may be async (async frameworks)
+    async_context: ClassVar[bool] = True
+    # a real server that serves this adapter: "asgi" (uvicorn) or "wsgi"
+    real_server_app: ClassVar[str | None] = None
+    path = "/chatkit"
+
+    def __init__(
+        self,
+        server: ChatKitServer[Any],
+        context: ContextFactory | None = None,
+        variant: str = "view",
+        **options: Any,
+    ) -> None:
+        self.server = server
+        self.context = context
+        self.variant = variant
+        self.options = options
+
+    @abstractmethod
+    async def request(
+        self,
+        method: str,
+        body: bytes | AsyncIterator[bytes] = b"",
+        headers: Mapping[str, str] | None = None,
+    ) -> Response: ...
+
+    async def post(
+        self, body: bytes | AsyncIterator[bytes], headers: Mapping[str, str] | None = None
+    ) -> Response:
+        return await self.request("POST", body, headers)
+
+    async def aclose(self) -> None:
+        return None
+
+    @staticmethod
+    @abstractmethod
+    def header(native_request: Any, name: str) -> str | None:
+        """Read a request header from what the context factory receives."""
+
+    @staticmethod
+    @abstractmethod
+    def unauthorized() -> BaseException:
+        """The framework's own '401 Unauthorized' exception, as its users raise it."""
+
+
+class AsgiHttpClient(HttpClient):
+    """A client for adapters that produce an ASGI app, driven by httpx in-process."""
+
+    @abstractmethod
+    def build_app(self) -> Any: ...
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.app = self.build_app()
+        self._client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=self.app, raise_app_exceptions=False),
+            base_url="http://testserver",
+        )
+
+    async def request(
+        self,
+        method: str,
+        body: bytes | AsyncIterator[bytes] = b"",
+        headers: Mapping[str, str] | None = None,
+    ) -> Response:
+        response = await self._client.request(
+            method, self.path, content=body, headers=dict(headers or {})
+        )
+        return Response(
+            response.status_code,
+            {k.lower(): v for k, v in response.headers.items()},
+            response.content,
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+async def call_factory(factory: ContextFactory | None, request: Any) -> Any:
+    """What a user-written route does before calling ``chatkit_response``."""
+    if factory is None:
+        return {}
+    value = factory(request)
+    if isinstance(value, Awaitable):
+        value = await value
+    return value

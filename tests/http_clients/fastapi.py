@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+
+from chatkit_adapters.fastapi import chatkit_response, chatkit_view
+
+from .base import AsgiHttpClient, call_factory
+from .starlette import MIDDLEWARE
+
+
+class FastAPIClient(AsgiHttpClient):
+    name = "fastapi"
+    real_server_app = "fastapi"
+
+    def build_app(self) -> Any:
+        if self.variant == "response":
+            app = FastAPI()
+
+            async def make_context(request: Request) -> Any:
+                return await call_factory(self.context, request)
+
+            @app.post("/chatkit")
+            async def chatkit(request: Request, context: Any = Depends(make_context)) -> Any:
+                return await chatkit_response(self.server, request, context, **self.options)
+
+            return app
+        middleware = MIDDLEWARE if self.variant == "middleware" else None
+        app = FastAPI(middleware=middleware)
+        router = APIRouter()
+        view = chatkit_view(self.server, context=self.context, **self.options)
+        router.add_api_route("/chatkit", view, methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
+        app.include_router(router)
+        return app
+
+    @staticmethod
+    def header(native_request: Any, name: str) -> str | None:
+        return native_request.headers.get(name)
+
+    @staticmethod
+    def unauthorized() -> BaseException:
+        return HTTPException(401, "no credentials")

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.gzip import GZipMiddleware
+from starlette.requests import Request
+from starlette.routing import Route
+
+from chatkit_adapters.starlette import chatkit_response, chatkit_view
+
+from .base import AsgiHttpClient, call_factory
+
+
+class PassThrough(BaseHTTPMiddleware):
+    async def dispatch(self, request, call_next):  # type: ignore[no-untyped-def]
+        response = await call_next(request)
+        response.headers["x-passed"] = "1"
+        return response
+
+
+MIDDLEWARE = [
+    Middleware(CORSMiddleware, allow_origins=["*"], allow_headers=["*"]),
+    Middleware(GZipMiddleware, minimum_size=10),
+    Middleware(PassThrough),
+]
+
+
+class StarletteClient(AsgiHttpClient):
+    name = "starlette"
+    real_server_app = "starlette"
+
+    def build_app(self) -> Any:
+        methods = ["GET", "POST", "PUT", "DELETE", "PATCH"]  # the view answers 405 itself
+        if self.variant == "response":
+
+            async def endpoint(request: Request) -> Any:
+                context = await call_factory(self.context, request)
+                return await chatkit_response(self.server, request, context, **self.options)
+
+            return Starlette(routes=[Route("/chatkit", endpoint, methods=["POST"])])
+        view = chatkit_view(self.server, context=self.context, **self.options)
+        middleware = MIDDLEWARE if self.variant == "middleware" else None
+        return Starlette(routes=[Route("/chatkit", view, methods=methods)], middleware=middleware)
+
+    @staticmethod
+    def header(native_request: Any, name: str) -> str | None:
+        return native_request.headers.get(name)
+
+    @staticmethod
+    def unauthorized() -> BaseException:
+        return HTTPException(401, "no credentials")
