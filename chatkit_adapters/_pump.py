@@ -55,7 +55,6 @@ ERROR_EVENT: Final = (
 
 MAX_BUFFERED_EVENTS: Final = 8
 MAX_BUFFERED_BYTES: Final = 64 * 1024
-_MAX_DROPPED: Final = 64  # events a cancelled generator may yield without suspending
 
 _live: set[EventStream] = set()
 
@@ -100,6 +99,7 @@ class EventStream:
         self._space: asyncio.Future[None] | None = None
         self._in_generator = False
         self._closing = False
+        self._cancel_sent = False
         self._finished = False
         self._error: BaseException | None = None
         self._error_sent = False
@@ -123,18 +123,15 @@ class EventStream:
 
     async def _produce(self) -> None:
         iterator: AsyncIterator[bytes] = aiter(self._result)
-        dropped = 0
-        self_cancelled = False
         try:
             while True:
-                if self._closing and not self_cancelled:
-                    # Parked at a yield when the client left: request our own cancellation
-                    # now; asyncio delivers it at the generator's next real suspension,
-                    # i.e. inside ChatKit's try block, exactly once.
-                    self_cancelled = True
-                    current = asyncio.current_task()
-                    assert current is not None
-                    current.cancel()
+                if self._closing:
+                    # The client left while the generator was parked at a yield. Resume
+                    # it with a cancel armed for its first real suspension: the callback
+                    # runs only once this task yields to the loop, i.e. while it waits at
+                    # an await inside the generator (ChatKit's try block).
+                    assert self._loop is not None
+                    self._loop.call_soon(self._cancel_in_generator)
                 self._in_generator = True
                 try:
                     chunk = await iterator.__anext__()
@@ -143,14 +140,9 @@ class EventStream:
                 finally:
                     self._in_generator = False
                 if self._closing:
-                    dropped += 1  # nobody will read it; keep going until the cancel lands
-                    if dropped > _MAX_DROPPED:
-                        logger.warning(
-                            "ChatKit stream kept yielding without awaiting after cancellation;"
-                            " closing it (its cancel cleanup may not run)"
-                        )
-                        await _aclose(iterator)
-                        return
+                    # Produced without suspending: nobody will read it. Let the loop run
+                    # (the armed callback sees we are not in the generator) and go again.
+                    await asyncio.sleep(0)
                     continue
                 self._buffer.append(chunk)
                 self._buffered += len(chunk)
@@ -178,6 +170,13 @@ class EventStream:
         finally:
             self._finished = True
             self._wake_consumer()
+
+    def _cancel_in_generator(self) -> None:
+        """Deliver the one cancellation, if the pump task is suspended in the generator."""
+        task = self._task
+        if self._in_generator and not self._cancel_sent and task is not None:
+            self._cancel_sent = True
+            task.cancel()
 
     # -- consumer ------------------------------------------------------------------
 
@@ -292,11 +291,11 @@ class EventStream:
         task = self._task
         if task is not None and not self._finished:
             if self._in_generator:
-                task.cancel()  # lands at the await the generator is suspended on
+                self._cancel_in_generator()  # lands at the await it is suspended on
             else:
                 space = self._space
                 if space is not None and not space.done():
-                    space.set_result(None)  # resume it: it cancels itself (see _produce)
+                    space.set_result(None)  # resume it; _produce arms the cancel
                 # otherwise the task has not run yet or is about to resume; it checks
                 # _closing before re-entering the generator.
         self._wake_consumer()

@@ -89,6 +89,13 @@ class JournalStore(Store[Any]):
             with self.journal.open("a") as fh:
                 fh.write(line + "\n")
 
+    def note(self, op: str, **record: Any) -> None:
+        """Journal something that is not a store write (e.g. stream progress)."""
+        if self.journal is not None:
+            line = json.dumps({"t": time.time(), "op": op, **record})
+            with self.journal.open("a") as fh:
+                fh.write(line + "\n")
+
     async def load_thread(self, thread_id: str, context: Any) -> ThreadMetadata:
         self.calls.append("load_thread")
         if thread_id not in self.threads:
@@ -135,9 +142,7 @@ class JournalStore(Store[Any]):
         self, limit: int, after: str | None, order: str, context: Any
     ) -> Page[ThreadMetadata]:
         self.calls.append("load_threads")
-        threads = sorted(
-            self.threads.values(), key=lambda t: t.created_at, reverse=order == "desc"
-        )
+        threads = sorted(self.threads.values(), key=lambda t: t.created_at, reverse=order == "desc")
         return Page(data=threads[:limit], has_more=len(threads) > limit)
 
     async def add_thread_item(self, thread_id: str, item: ThreadItem, context: Any) -> None:
@@ -203,12 +208,15 @@ class ScriptedServer(ChatKitServer[Any]):
         for index in range(script.deltas):
             if index == script.idle_after and script.idle:
                 await asyncio.sleep(script.idle)
-            if script.delay:
-                await asyncio.sleep(script.delay)
+            # a real respond() always awaits its source (the model's socket); delay=0 still
+            # suspends, like a read that finds its data ready
+            await asyncio.sleep(script.delay)
             delta = f"w{index} "
             if script.size:
                 delta = delta.ljust(script.size, "x")[: max(script.size, len(delta))]
             text.append(delta)
+            if index % 50 == 0:
+                self.journal_store.note("progress", thread_id=thread.id, produced=index + 1)
             yield ThreadItemUpdatedEvent(
                 item_id=item.id,
                 update=AssistantMessageContentPartTextDelta(content_index=0, delta=delta),
@@ -272,4 +280,6 @@ def sse_events(data: bytes) -> list[dict[str, Any]]:
 def read_journal(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    # the server may be writing a line right now: only complete lines count
+    complete = path.read_text().split("\n")[:-1]
+    return [json.loads(line) for line in complete if line.strip()]

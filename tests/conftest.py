@@ -37,9 +37,13 @@ def _client_params() -> list[Any]:
         except pytest.skip.Exception:
             variants = ("view",)
         for variant in variants:
-            params.append(pytest.param((name, variant), id=f"{name}-{variant}", marks=[
-                getattr(pytest.mark, name.split("_")[0])
-            ]))
+            params.append(
+                pytest.param(
+                    (name, variant),
+                    id=f"{name}-{variant}",
+                    marks=[getattr(pytest.mark, name.split("_")[0])],
+                )
+            )
     return params
 
 

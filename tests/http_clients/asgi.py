@@ -13,15 +13,17 @@ class AsgiClient(AsgiHttpClient):
 
     name = "asgi"
     variants = ("view", "mounted")
-    real_server_app = "asgi"
+    real_servers = ("uvicorn",)
 
-    def build_app(self) -> Any:
-        app = ChatKitASGIApp(self.server, context=self.context, **self.options)
-        if self.variant == "mounted":
+    @classmethod
+    def make_app(
+        cls, server: Any, context: Any = None, variant: str = "view", **options: Any
+    ) -> Any:
+        app = ChatKitASGIApp(server, context=context, **options)
+        if variant == "mounted":
             from starlette.applications import Starlette
             from starlette.routing import Mount
 
-            self.path = "/chatkit/"
             return Starlette(routes=[Mount("/chatkit", app)])
         return app
 

@@ -36,8 +36,8 @@ class HttpClient(ABC):
     own_405_variants: ClassVar[tuple[str, ...]] = ("view", "middleware", "mounted")
     # the context factory may be async (async frameworks)
     async_context: ClassVar[bool] = True
-    # a real server that serves this adapter: "asgi" (uvicorn) or "wsgi"
-    real_server_app: ClassVar[str | None] = None
+    # real servers (names in tests.realserver.SERVERS) the real-server tests run it under
+    real_servers: ClassVar[tuple[str, ...]] = ()
     path = "/chatkit"
 
     def __init__(
@@ -78,16 +78,26 @@ class HttpClient(ABC):
     def unauthorized() -> BaseException:
         """The framework's own '401 Unauthorized' exception, as its users raise it."""
 
+    @classmethod
+    @abstractmethod
+    def make_app(
+        cls,
+        server: ChatKitServer[Any],
+        context: ContextFactory | None = None,
+        variant: str = "view",
+        **options: Any,
+    ) -> Any:
+        """The framework's app serving the adapter at ``/chatkit`` (used by real servers too)."""
+
 
 class AsgiHttpClient(HttpClient):
     """A client for adapters that produce an ASGI app, driven by httpx in-process."""
 
-    @abstractmethod
-    def build_app(self) -> Any: ...
-
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.app = self.build_app()
+        self.app = self.make_app(self.server, self.context, self.variant, **self.options)
+        if self.variant == "mounted":
+            self.path = "/chatkit/"
         self._client = httpx.AsyncClient(
             transport=httpx.ASGITransport(app=self.app, raise_app_exceptions=False),
             base_url="http://testserver",

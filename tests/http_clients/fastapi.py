@@ -12,24 +12,27 @@ from .starlette import MIDDLEWARE
 
 class FastAPIClient(AsgiHttpClient):
     name = "fastapi"
-    real_server_app = "fastapi"
+    real_servers = ("uvicorn",)
 
-    def build_app(self) -> Any:
-        if self.variant == "response":
+    @classmethod
+    def make_app(
+        cls, server: Any, context: Any = None, variant: str = "view", **options: Any
+    ) -> Any:
+        if variant == "response":
             app = FastAPI()
 
             async def make_context(request: Request) -> Any:
-                return await call_factory(self.context, request)
+                return await call_factory(context, request)
 
             @app.post("/chatkit")
-            async def chatkit(request: Request, context: Any = Depends(make_context)) -> Any:
-                return await chatkit_response(self.server, request, context, **self.options)
+            async def chatkit(request: Request, ctx: Any = Depends(make_context)) -> Any:  # noqa: B008
+                return await chatkit_response(server, request, ctx, **options)
 
             return app
-        middleware = MIDDLEWARE if self.variant == "middleware" else None
+        middleware = MIDDLEWARE if variant == "middleware" else None
         app = FastAPI(middleware=middleware)
         router = APIRouter()
-        view = chatkit_view(self.server, context=self.context, **self.options)
+        view = chatkit_view(server, context=context, **options)
         router.add_api_route("/chatkit", view, methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
         app.include_router(router)
         return app

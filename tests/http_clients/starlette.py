@@ -32,19 +32,22 @@ MIDDLEWARE = [
 
 class StarletteClient(AsgiHttpClient):
     name = "starlette"
-    real_server_app = "starlette"
+    real_servers = ("uvicorn",)
 
-    def build_app(self) -> Any:
+    @classmethod
+    def make_app(
+        cls, server: Any, context: Any = None, variant: str = "view", **options: Any
+    ) -> Any:
         methods = ["GET", "POST", "PUT", "DELETE", "PATCH"]  # the view answers 405 itself
-        if self.variant == "response":
+        if variant == "response":
 
             async def endpoint(request: Request) -> Any:
-                context = await call_factory(self.context, request)
-                return await chatkit_response(self.server, request, context, **self.options)
+                ctx = await call_factory(context, request)
+                return await chatkit_response(server, request, ctx, **options)
 
             return Starlette(routes=[Route("/chatkit", endpoint, methods=["POST"])])
-        view = chatkit_view(self.server, context=self.context, **self.options)
-        middleware = MIDDLEWARE if self.variant == "middleware" else None
+        view = chatkit_view(server, context=context, **options)
+        middleware = MIDDLEWARE if variant == "middleware" else None
         return Starlette(routes=[Route("/chatkit", view, methods=methods)], middleware=middleware)
 
     @staticmethod
