@@ -1,0 +1,125 @@
+"""The demo page in a real headless Chromium: send, stream, stop, reload, partial kept.
+
+Runs the one-command demo (``python -m examples.demo --framework NAME``) on a free port of
+127.0.0.1 with a fresh SQLite file, and drives Debian's Chromium through Playwright.
+Skips, with the reason, where Chromium or Playwright is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.realserver import ROOT, free_port
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+FRAMEWORKS = ["starlette", "flask"]  # one async and one sync framework
+
+
+@pytest.fixture
+def demo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    framework = request.param
+    port = free_port()
+    env = dict(
+        os.environ,
+        DATABASE_URL=f"sqlite:///{tmp_path / 'demo.db'}",
+        DEMO_WORD_DELAY="0.1",
+        PYTHONPATH=str(ROOT),
+    )
+    env.pop("OPENAI_API_KEY", None)
+    log = (tmp_path / "demo.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "examples.demo", "--framework", framework, "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 30
+    import urllib.request
+
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"demo exited: {(tmp_path / 'demo.log').read_text()}")
+        try:
+            urllib.request.urlopen(url, timeout=1).read()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                process.kill()
+                pytest.fail("demo did not start")
+            time.sleep(0.1)
+    yield url
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    log.close()
+
+
+@pytest.mark.parametrize("demo", FRAMEWORKS, indirect=True)
+def test_send_stream_stop_reload_keeps_partial_answer(demo: str) -> None:
+    if CHROMIUM is None:
+        pytest.skip("Chromium is not installed (Debian package 'chromium')")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        try:
+            page = browser.new_page()
+            page.goto(demo)
+            page.fill("#input", "Tell me about streaming")
+            page.click("#send")
+            assistant = page.locator(".assistant_message").last
+            # streaming: the text grows while the request is still open
+            page.wait_for_function(
+                "document.querySelector('.assistant_message')?.textContent.split(' ').length >= 8"
+            )
+            first = assistant.text_content() or ""
+            page.wait_for_function(
+                f"document.querySelector('.assistant_message').textContent.length > {len(first)}"
+            )
+            assert not page.is_disabled("#stop")
+            page.click("#stop")
+            page.wait_for_function(
+                "document.querySelector('#status').textContent.startsWith('Stopped')"
+            )
+            seen = (assistant.text_content() or "").strip()
+            assert len(seen.split()) >= 8
+            assert "OPENAI_API_KEY" not in seen  # stopped before the end of the answer
+
+            page.reload()
+            page.wait_for_selector(".assistant_message")
+            page.wait_for_function(
+                "document.querySelector('#status').textContent.includes('items')"
+            )
+            kept = (page.locator(".assistant_message").last.text_content() or "").strip()
+            assert kept.startswith(seen), (kept, seen)
+            assert "OPENAI_API_KEY" not in kept  # the partial answer, not a completed one
+            users = page.locator(".user_message").all_text_contents()
+            assert users == ["Tell me about streaming"]
+        finally:
+            browser.close()
