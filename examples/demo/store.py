@@ -46,6 +46,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 from chatkit.store import NotFoundError, Store
 from chatkit.types import Attachment, Page, ThreadItem, ThreadMetadata
 from pydantic import BaseModel, TypeAdapter
+from typing_extensions import Self
 
 from .context import DemoContext
 
@@ -154,16 +155,22 @@ class DemoStore(Store[DemoContext], ABC):
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
             if self._loop is not None and not self._loop.is_closed():
-                raise RuntimeError(
-                    f"{type(self).__name__} is already in use by another event loop; "
-                    "use one store per event loop"
-                )
+                idle = not self._is_open() and not (self._lock and self._lock.locked())
+                if not idle:
+                    raise RuntimeError(
+                        f"{type(self).__name__} is already in use by another event loop; "
+                        "use one store per event loop (or aclose() it there first)"
+                    )
             if self._loop is not None:
-                self._abandon()  # its loop is gone: drop what was bound to it
+                self._abandon()  # its loop is gone (or done with it): drop what was bound
             self._loop = loop
             self._lock = asyncio.Lock()
         assert self._lock is not None
         return self._lock
+
+    @abstractmethod
+    def _is_open(self) -> bool:
+        """Whether a connection (or pool) is open."""
 
     @abstractmethod
     def _abandon(self) -> None:
@@ -173,7 +180,7 @@ class DemoStore(Store[DemoContext], ABC):
     async def aclose(self) -> None:
         """Close the connection(s). The store reconnects if it is used again."""
 
-    async def __aenter__(self) -> DemoStore:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(
@@ -313,8 +320,8 @@ class SQLiteStore(DemoStore):
             await _run(conn, "PRAGMA foreign_keys = ON")
             if self.path != ":memory:":
                 await _run(conn, "PRAGMA journal_mode = WAL")
-            await _run(conn, "BEGIN IMMEDIATE")
             try:
+                await _run(conn, "BEGIN IMMEDIATE")
                 for statement in _SQLITE_SCHEMA:
                     await _run(conn, statement)
                 await conn.commit()
@@ -338,13 +345,16 @@ class SQLiteStore(DemoStore):
             if self._conn is None:
                 self._conn = await self._connect()
             conn = self._conn
-            await _run(conn, "BEGIN IMMEDIATE" if write else "BEGIN")
             try:
+                await _run(conn, "BEGIN IMMEDIATE" if write else "BEGIN")
                 yield conn
                 await conn.commit()
             except BaseException:
                 await conn.rollback()
                 raise
+
+    def _is_open(self) -> bool:
+        return self._conn is not None
 
     def _abandon(self) -> None:
         conn, self._conn = self._conn, None
@@ -693,8 +703,13 @@ class PostgresStore(DemoStore):
         async with pool.connection() as conn:
             yield conn
 
+    def _is_open(self) -> bool:
+        return self._pool is not None
+
     def _abandon(self) -> None:
-        self._pool = None  # bound to a closed loop: nothing left to await
+        # Its workers and connections died with their loop: nothing can be awaited any more.
+        # (aclose() the store on the loop that used it to close them cleanly.)
+        self._pool = None
 
     async def aclose(self) -> None:
         """Close the connection pool (the store reopens it if used again)."""
