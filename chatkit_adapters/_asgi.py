@@ -105,3 +105,15 @@ async def send_stream(reply: StreamReply, receive: Receive, send: Send) -> None:
 def _retrieve(task: asyncio.Task[None]) -> None:
     if not task.cancelled():
         task.exception()  # a receive() that failed after the stream ended is not news
+
+
+def reply_app(reply: Reply) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    """An ASGI app sending *reply*, for frameworks whose handlers may return one (Litestar).
+
+    ``return reply_app(await _core.handle(...))``
+    """
+
+    async def chatkit_reply(scope: Scope, receive: Receive, send: Send) -> None:
+        await send_reply(reply, receive, send)
+
+    return chatkit_reply

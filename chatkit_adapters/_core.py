@@ -296,6 +296,30 @@ def build_context_sync(factory: ContextFactory | None, request: Any) -> Any:
     return value
 
 
+def factory_context(factory: ContextFactory | None, request: Any) -> Callable[[], Awaitable[Any]]:
+    """The *context* argument of :func:`handle` for a view: *factory* called with *request*.
+
+    ``await handle(..., context=factory_context(context, request), ...)``
+    """
+
+    async def context() -> Any:
+        return await build_context(factory, request)
+
+    return context
+
+
+def ready_context(value: Any) -> Callable[[], Awaitable[Any]]:
+    """The *context* argument of :func:`handle` when the caller already built the context.
+
+    ``await handle(..., context=ready_context(MyContext(user=user)), ...)``
+    """
+
+    async def context() -> Any:
+        return value
+
+    return context
+
+
 def _request_schema_title() -> str:
     try:
         TypeAdapter(ChatKitReq).validate_json(b"")

@@ -303,22 +303,34 @@ class EventStream:
     async def aclose(self) -> None:
         """Finish the stream: cancel it if it is unfinished and await the cleanup.
 
-        The wait is bounded by ``cleanup_timeout`` and shielded from anyio cancel scopes;
-        after the timeout the cleanup is abandoned (cancelled again) and logged.
+        The wait is bounded by ``cleanup_timeout`` and shielded from anyio cancel scopes
+        (Starlette, FastAPI, Litestar). A plain ``task.cancel()`` of the caller (aiohttp's
+        ``handler_cancellation``, Django's ASGI handler, a server shutting down) is not
+        stopped by that shield; it is delivered once, so the wait simply goes on after it
+        and the cancellation is re-raised at the end. After the timeout the cleanup is
+        abandoned (cancelled again) and logged.
         """
         if not self._finished:
             self.cancel()
         task = self._task
         if task is None or task.done():
             return
-        with anyio.CancelScope(shield=True):
-            done, _ = await asyncio.wait({task}, timeout=self._cleanup_timeout)
-        if not done:
-            logger.warning(
-                "ChatKit cancel cleanup did not finish within cleanup_timeout=%ss; abandoning it",
-                self._cleanup_timeout,
-            )
-            task.cancel()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._cleanup_timeout
+        try:
+            with anyio.CancelScope(shield=True):
+                await asyncio.wait({task}, timeout=self._cleanup_timeout)
+        except asyncio.CancelledError:
+            await asyncio.wait({task}, timeout=max(0.0, deadline - loop.time()))
+            raise
+        finally:
+            if not task.done():
+                logger.warning(
+                    "ChatKit cancel cleanup did not finish within cleanup_timeout=%ss;"
+                    " abandoning it",
+                    self._cleanup_timeout,
+                )
+                task.cancel()
 
 
 def _resolve(waiter: asyncio.Future[None]) -> None:

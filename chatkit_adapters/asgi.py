@@ -57,9 +57,6 @@ class ChatKitASGIApp:
             raise RuntimeError(f"ChatKitASGIApp cannot serve {kind!r} connections")
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async def context() -> Any:
-            return await _core.build_context(self.context, scope)
-
         try:
             reply = await _core.handle(
                 self.server,
@@ -67,7 +64,7 @@ class ChatKitASGIApp:
                 content_length=header(scope, b"content-length"),
                 content_type=header(scope, b"content-type"),
                 body=lambda: receive_body(receive),
-                context=context,
+                context=_core.factory_context(self.context, scope),
                 options=self.options,
             )
         except ClientDisconnected:

@@ -85,10 +85,7 @@ def chatkit_view(
     opts = Options(**options)
 
     async def chatkit_endpoint(request: Request) -> Response:
-        async def ctx() -> Any:
-            return await _core.build_context(context, request)
-
-        return await _respond(server, request, ctx, opts)
+        return await _respond(server, request, _core.factory_context(context, request), opts)
 
     return chatkit_endpoint
 
@@ -103,8 +100,4 @@ async def chatkit_response(
 
     ``return await chatkit_response(server, request, MyContext(user=request.user))``
     """
-
-    async def ctx() -> Any:
-        return context
-
-    return await _respond(server, request, ctx, Options(**options))
+    return await _respond(server, request, _core.ready_context(context), Options(**options))

@@ -6,7 +6,7 @@
 - ``CHATKIT_TEST_JOURNAL`` / ``CHATKIT_TEST_WRITE_DELAY``: see ``tests.chatkit_app``.
 
 ``uvicorn --factory tests.apps:app``, ``gunicorn 'tests.apps:app()'``,
-``waitress-serve --call tests.apps:app``.
+``waitress-serve --call tests.apps:app``, ``daphne tests.apps:asgi_app`` (no factories).
 """
 
 from __future__ import annotations
@@ -32,3 +32,11 @@ def app() -> Any:
 def aiohttp_app(argv: list[str] | None = None) -> Any:
     """For ``python -m aiohttp.web tests.apps:aiohttp_app``."""
     return app()
+
+
+def __getattr__(name: str) -> Any:
+    """``asgi_app``: the app built on first access, for servers that take no factory."""
+    if name == "asgi_app":
+        globals()[name] = built = app()
+        return built
+    raise AttributeError(name)

@@ -42,6 +42,13 @@ SERVERS: dict[str, Callable[[int], list[str]]] = {
         str(port),
         "tests.apps:aiohttp_app",
     ],
+    "aiohttp-cancel": lambda port: [
+        sys.executable,
+        "-m",
+        "tests.aiohttp_server",
+        "127.0.0.1",
+        str(port),
+    ],
     "gunicorn-gthread": lambda port: [
         sys.executable,
         "-m",
@@ -87,6 +94,16 @@ SERVERS: dict[str, Callable[[int], list[str]]] = {
         "--outbuf-high-watermark=262144",
         "--call",
         "tests.apps:app",
+    ],
+    "daphne": lambda port: [
+        sys.executable,
+        "-m",
+        "daphne",
+        "-b",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "tests.apps:asgi_app",
     ],
     "werkzeug": lambda port: [
         sys.executable,

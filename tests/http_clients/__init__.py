@@ -12,4 +12,10 @@ CLIENTS = {
     "asgi": "tests.http_clients.asgi:AsgiClient",
     "starlette": "tests.http_clients.starlette:StarletteClient",
     "fastapi": "tests.http_clients.fastapi:FastAPIClient",
+    "wsgi": "tests.http_clients.wsgi:WsgiClient",
+    "flask": "tests.http_clients.flask:FlaskClient",
+    "aiohttp": "tests.http_clients.aiohttp:AiohttpClient",
+    "litestar": "tests.http_clients.litestar:LitestarClient",
+    "django": "tests.http_clients.django:DjangoClient",
+    "django_wsgi": "tests.http_clients.django:DjangoWSGIClient",
 }
