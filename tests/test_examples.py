@@ -20,6 +20,7 @@ ASGI_EXAMPLES = {
     "starlette_app": "/chatkit",
     "fastapi_app": "/chatkit",
     "asgi_mounted": "/api/chatkit",
+    "litestar_app": "/chatkit",
 }
 
 
@@ -59,4 +60,19 @@ async def test_asgi_example(name: str, tmp_path: Path, monkeypatch: pytest.Monke
             path, content=get_thread(thread_id), headers={"x-user-id": "bob"}
         )
         assert response.status_code == 404
+    await module.server.store.aclose()
+
+
+async def test_aiohttp_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("aiohttp")
+    from aiohttp.test_utils import TestClient, TestServer
+
+    module = load_example("aiohttp_app", tmp_path, monkeypatch)
+    async with TestClient(TestServer(module.create_app())) as client:
+        response = await client.post(
+            "/chatkit", data=create_thread("hi"), headers={"x-user-id": "a"}
+        )
+        assert response.status == 200
+        events = sse_events(await response.read())
+        assert events[-1]["type"] == "thread.item.done"
     await module.server.store.aclose()

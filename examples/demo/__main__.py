@@ -20,6 +20,8 @@ FRAMEWORKS: dict[str, tuple[str, str]] = {
     "starlette": ("examples.starlette_app:app", "asgi"),
     "fastapi": ("examples.fastapi_app:app", "asgi"),
     "asgi": ("examples.demo.__main__:raw_asgi_app", "asgi"),
+    "litestar": ("examples.litestar_app:app", "asgi"),
+    "aiohttp": ("examples.aiohttp_app:app", "aiohttp"),
 }
 
 
