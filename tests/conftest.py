@@ -16,6 +16,7 @@ import pytest
 from tests.chatkit_app import JournalStore, ScriptedServer, make_server
 from tests.http_clients import CLIENTS
 from tests.http_clients.base import HttpClient
+from tests.pgserver import postgres_url  # noqa: F401  (a session fixture)
 
 MEASUREMENTS: list[str] = []
 

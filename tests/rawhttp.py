@@ -158,9 +158,14 @@ def open_stream(
     return stream
 
 
-def request(address: tuple[str, int], body: bytes, path: str = "/chatkit") -> RawStream:
+def request(
+    address: tuple[str, int],
+    body: bytes,
+    path: str = "/chatkit",
+    headers: dict[str, str] | None = None,
+) -> RawStream:
     """A complete request: head read, body read to the end."""
-    stream = open_stream(address, body, path)
+    stream = open_stream(address, body, path, headers=headers)
     stream.read_head()
     deadline = time.monotonic() + 30
     while not stream._ended and time.monotonic() < deadline:
