@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,6 +108,12 @@ SERVERS: dict[str, Callable[[int], list[str]]] = {
         str(port),
         "tests.apps:asgi_app",
     ],
+    # uvicorn cancelling the requests still running 1 s after SIGTERM
+    "uvicorn-graceful": lambda port: [
+        *SERVERS["uvicorn"](port),
+        "--timeout-graceful-shutdown",
+        "1",
+    ],
     "werkzeug": lambda port: [
         sys.executable,
         "-c",
@@ -155,10 +164,13 @@ def start_server(
     options: dict[str, Any] | None = None,
     variant: str = "view",
     write_delay: float = 0.02,
+    env: dict[str, str] | None = None,
 ) -> RunningServer:
+    """Start *server* serving *adapter*; *env* adds variables (e.g. ``CHATKIT_TEST_DEBUG``)."""
     port = free_port()
     journal = workdir / f"journal-{adapter}-{server}-{port}.jsonl"
     log = workdir / f"server-{adapter}-{server}-{port}.log"
+    extra_env = env
     env = dict(os.environ)
     env.update(
         CHATKIT_TEST_ADAPTER=adapter,
@@ -169,6 +181,7 @@ def start_server(
         PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
         PYTHONUNBUFFERED="1",
     )
+    env.update(extra_env or {})
     with log.open("wb") as out:
         process = subprocess.Popen(
             SERVERS[server](port),
@@ -179,14 +192,98 @@ def start_server(
             stdin=subprocess.DEVNULL,
         )
     running = RunningServer(adapter, server, port, journal, process, log, options or {})
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"{server} exited early:\n{running.output()}")
         try:
-            with socket.create_connection(running.address, timeout=0.5):
-                return running
+            with socket.create_connection(running.address, timeout=0.5) as probe:
+                # a pre-fork master (gunicorn) accepts before its worker imported the app:
+                # ready means answering HTTP, not accepting connections
+                probe.sendall(b"GET /chatkit HTTP/1.1\r\nHost: ready\r\nConnection: close\r\n\r\n")
+                probe.settimeout(max(0.1, deadline - time.monotonic()))
+                if probe.recv(1):
+                    return running
         except OSError:
             time.sleep(0.05)
     running.stop(signal.SIGKILL)
     raise RuntimeError(f"{server} did not start listening:\n{running.output()}")
+
+
+# -- one shared server per adapter x server (reliability suites) ------------------------
+
+SHARED_OPTIONS: dict[str, Any] = {"max_body_size": 1024, "cleanup_timeout": 1.0}
+"""Small enough for raw-socket limit tests, short enough for cleanup-timeout tests."""
+
+_shared: dict[tuple[str, str], Future[RunningServer]] = {}
+_shared_lock = threading.Lock()
+_starter: ThreadPoolExecutor | None = None
+
+
+def _start_shared(adapter: str, server: str, workdir_root: Path) -> RunningServer:
+    workdir = workdir_root / f"shared-{adapter}-{server}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    return start_server(
+        adapter,
+        server,
+        workdir,
+        SHARED_OPTIONS,
+        write_delay=0.005,
+        env={"CHATKIT_TEST_DEBUG": "1"},
+    )
+
+
+def _shared_future(adapter: str, server: str, workdir_root: Path) -> Future[RunningServer]:
+    global _starter
+    key = (adapter, server)
+    with _shared_lock:
+        future = _shared.get(key)
+        if future is not None and future.done():
+            failed = future.exception() is not None or future.result().process.poll() is not None
+            if failed:
+                future = None
+        if future is None:
+            if _starter is None:
+                # two at a time: a start is mostly CPU-bound imports
+                _starter = ThreadPoolExecutor(2, thread_name_prefix="server-start")
+            future = _shared[key] = _starter.submit(_start_shared, adapter, server, workdir_root)
+        return future
+
+
+def shared_server(adapter: str, server: str, workdir_root: Path) -> RunningServer:
+    """A server started once per test run (stopped at exit), with ``SHARED_OPTIONS``,
+    a fast store (5 ms writes) and the ``/_debug/counts`` route (``tests.apps``)."""
+    return _shared_future(adapter, server, workdir_root).result(120)
+
+
+def prestart_shared(targets: list[tuple[str, str]], workdir_root: Path) -> None:
+    """Start the shared servers of *targets* in the background, two at a time, while the
+    tests run (the in-process suites use one core, server imports the other)."""
+    for adapter, server in targets:
+        _shared_future(adapter, server, workdir_root)
+
+
+def all_real_targets() -> list[tuple[str, str]]:
+    """Every (client name, server) pair of the installed clients' ``real_servers``."""
+    import importlib
+
+    from tests.http_clients import CLIENTS
+
+    targets = []
+    for name, spec in CLIENTS.items():
+        module_name, _, attr = spec.partition(":")
+        try:
+            client = getattr(importlib.import_module(module_name), attr)
+        except ImportError:
+            continue
+        targets += [(name, server) for server in client.real_servers]
+    return targets
+
+
+def _stop_shared() -> None:
+    for future in _shared.values():
+        if future.done() and future.exception() is None:
+            future.result().stop()
+
+
+atexit.register(_stop_shared)

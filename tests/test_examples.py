@@ -76,3 +76,23 @@ async def test_aiohttp_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         events = sse_events(await response.read())
         assert events[-1]["type"] == "thread.item.done"
     await module.server.store.aclose()
+
+
+@pytest.mark.parametrize(
+    ("name", "path"), [("flask_app", "/chatkit"), ("wsgi_dispatcher", "/chatkit")]
+)
+def test_wsgi_example(
+    name: str, path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("werkzeug")
+    from werkzeug.test import Client
+
+    module = load_example(name, tmp_path, monkeypatch)
+    client = Client(module.app)
+    response = client.post(path, data=create_thread("hello"), headers={"X-User-Id": "alice"})
+    assert response.status_code == 200
+    events = sse_events(response.get_data())
+    assert events[-1]["type"] == "thread.item.done"
+    thread_id = events[0]["thread"]["id"]
+    response = client.post(path, data=get_thread(thread_id), headers={"X-User-Id": "bob"})
+    assert response.status_code == 404

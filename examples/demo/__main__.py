@@ -22,6 +22,8 @@ FRAMEWORKS: dict[str, tuple[str, str]] = {
     "asgi": ("examples.demo.__main__:raw_asgi_app", "asgi"),
     "litestar": ("examples.litestar_app:app", "asgi"),
     "aiohttp": ("examples.aiohttp_app:app", "aiohttp"),
+    "flask": ("examples.flask_app:app", "wsgi"),
+    "wsgi": ("examples.wsgi_dispatcher:app", "wsgi"),
 }
 
 

@@ -1,0 +1,91 @@
+"""Flask specifics the conformance suite does not look at: registration, ``g`` in the
+context factory, request hooks on a stream that stays incremental."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+flask = pytest.importorskip("flask")
+
+from chatkit_adapters.flask import chatkit_response, chatkit_view  # noqa: E402
+from tests.chatkit_app import ScriptedServer, create_thread, make_server, sse_events  # noqa: E402
+
+pytestmark = pytest.mark.flask
+
+
+@pytest.fixture
+def server() -> ScriptedServer:
+    return make_server(write_delay=0.001, journal="")
+
+
+def test_view_registers_without_endpoint(server: ScriptedServer) -> None:
+    view = chatkit_view(server)
+    assert view.__name__ == "chatkit"
+    app = flask.Flask(__name__)
+    app.add_url_rule("/chatkit", view_func=view, methods=["POST"])
+    assert app.url_map.bind("localhost").match("/chatkit", method="POST") == ("chatkit", {})
+
+
+def test_context_factory_sees_g_and_hooks_see_the_stream(server: ScriptedServer) -> None:
+    app = flask.Flask(__name__)
+    seen: list[Any] = []
+
+    @app.before_request
+    def login() -> None:
+        flask.g.user = "alice"
+
+    def context(request: Any) -> dict[str, Any]:
+        seen.append((request is flask.request, flask.g.user, request.headers.get("x-id")))
+        return {"user": flask.g.user}
+
+    closed: list[str] = []
+
+    @app.after_request
+    def mark(response: Any) -> Any:
+        response.headers["x-after"] = "1"
+        response.call_on_close(lambda: closed.append("closed"))
+        return response
+
+    app.add_url_rule("/chatkit", view_func=chatkit_view(server, context), methods=["POST"])
+    client = app.test_client()
+    response = client.post(
+        "/chatkit", data=create_thread("deltas=5 delay=0.1"), headers={"x-id": "7"}, buffered=False
+    )
+    try:
+        assert response.status_code == 200
+        assert response.headers["x-after"] == "1"
+        assert response.headers["content-type"] == "text/event-stream"
+        assert "content-length" not in response.headers
+        arrivals = []
+        for chunk in response.response:  # type: ignore[attr-defined]
+            arrivals.append((time.monotonic(), chunk))
+    finally:
+        response.close()
+    assert seen == [(True, "alice", "7")]
+    assert closed == ["closed"]
+    # incremental: the events arrived spread over the stream's 0.5 s, not in one piece
+    assert len(arrivals) >= 5
+    assert arrivals[-1][0] - arrivals[0][0] >= 0.3
+    events = sse_events(b"".join(chunk for _, chunk in arrivals))
+    assert events[-1]["type"] == "thread.item.done"
+
+
+def test_chatkit_response_in_a_user_route(server: ScriptedServer) -> None:
+    app = flask.Flask(__name__)
+
+    @app.post("/chatkit")
+    def chatkit() -> Any:
+        if flask.request.headers.get("authorization") != "Bearer ok":
+            flask.abort(401)
+        return chatkit_response(server, flask.request, {"user": "bob"}, heartbeat=5.0)
+
+    client = app.test_client()
+    assert client.post("/chatkit", data=create_thread()).status_code == 401
+    response = client.post(
+        "/chatkit", data=create_thread("deltas=2"), headers={"authorization": "Bearer ok"}
+    )
+    assert response.status_code == 200
+    assert sse_events(response.data)[-1]["type"] == "thread.item.done"
