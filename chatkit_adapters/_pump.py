@@ -28,8 +28,8 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator
-from typing import Final
+from collections.abc import AsyncIterable, AsyncIterator, Coroutine
+from typing import Any, Final
 
 import anyio
 
@@ -93,7 +93,8 @@ class EventStream:
         self._max_bytes = max_bytes
         self._buffer: deque[bytes] = deque()
         self._buffered = 0
-        self._task: asyncio.Task[None] | None = None
+        self._task: _PumpTask | None = None
+        self._abandon_timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._data_ready: asyncio.Future[None] | None = None
         self._space: asyncio.Future[None] | None = None
@@ -117,9 +118,14 @@ class EventStream:
         self._last_output = time.monotonic()
         # A plain task of the loop: no anyio task group or request task owns it, so no
         # framework cancel scope can reach the generator's cleanup.
-        self._task = self._loop.create_task(self._produce())
+        self._task = _PumpTask(self._produce(), loop=self._loop, stream=self)
         _live.add(self)
-        self._task.add_done_callback(lambda _: _live.discard(self))
+        self._task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        _live.discard(self)
+        if self._abandon_timer is not None:
+            self._abandon_timer.cancel()
 
     async def _produce(self) -> None:
         iterator: AsyncIterator[bytes] = aiter(self._result)
@@ -176,7 +182,7 @@ class EventStream:
         task = self._task
         if self._in_generator and not self._cancel_sent and task is not None:
             self._cancel_sent = True
-            task.cancel()
+            task.deliver_cancel()
 
     # -- consumer ------------------------------------------------------------------
 
@@ -290,6 +296,9 @@ class EventStream:
         self.cancelled_at = time.monotonic()
         task = self._task
         if task is not None and not self._finished:
+            # The bound on the cleanup holds whoever waits for it, or nobody does.
+            assert self._loop is not None
+            self._abandon_timer = self._loop.call_later(self._cleanup_timeout, self._abandon)
             if self._in_generator:
                 self._cancel_in_generator()  # lands at the await it is suspended on
             else:
@@ -307,8 +316,10 @@ class EventStream:
         (Starlette, FastAPI, Litestar). A plain ``task.cancel()`` of the caller (aiohttp's
         ``handler_cancellation``, Django's ASGI handler, a server shutting down) is not
         stopped by that shield; it is delivered once, so the wait simply goes on after it
-        and the cancellation is re-raised at the end. After the timeout the cleanup is
-        abandoned (cancelled again) and logged.
+        and the cancellation is re-raised at the end. A second cancel of the caller (a
+        server's shutdown, ``asyncio.run`` cancelling every task) stops the wait but not the
+        cleanup. ``cleanup_timeout`` after the cancel the cleanup is abandoned (cancelled
+        again) and logged, whether or not anyone still waits.
         """
         if not self._finished:
             self.cancel()
@@ -324,13 +335,56 @@ class EventStream:
             await asyncio.wait({task}, timeout=max(0.0, deadline - loop.time()))
             raise
         finally:
-            if not task.done():
-                logger.warning(
-                    "ChatKit cancel cleanup did not finish within cleanup_timeout=%ss;"
-                    " abandoning it",
-                    self._cleanup_timeout,
-                )
-                task.cancel()
+            if not task.done() and loop.time() >= deadline:
+                self._abandon()
+
+    def _abandon(self) -> None:
+        """Give up on a cleanup that outlived ``cleanup_timeout``: log, cancel it for real."""
+        task = self._task
+        if task is None or task.done() or task.abandoned:
+            return
+        logger.warning(
+            "ChatKit cancel cleanup did not finish within cleanup_timeout=%ss; abandoning it",
+            self._cleanup_timeout,
+        )
+        task.abandon()
+
+
+class _PumpTask(asyncio.Task[None]):
+    """The pump's task: cancelled for real only by its :class:`EventStream`.
+
+    A cancel from outside (``asyncio.run`` cancelling every task at exit, a server's
+    shutdown cancelling what it finds) becomes the stream's one orderly cancel, delivered
+    at an await inside the generator; while ChatKit's cleanup runs, further outside
+    cancels are ignored (the cleanup is bounded by ``cleanup_timeout`` all the same).
+    Without this, the second cancel would interrupt the cleanup's store writes.
+    """
+
+    def __init__(
+        self,
+        coro: Coroutine[Any, Any, None],
+        *,
+        loop: asyncio.AbstractEventLoop,
+        stream: EventStream,
+    ) -> None:
+        super().__init__(coro, loop=loop)
+        self._stream = stream
+        self.abandoned = False
+
+    def cancel(self, msg: Any | None = None) -> bool:
+        if self.abandoned or self.done():
+            return super().cancel(msg)
+        self._stream.cancel()  # once, at an await in the generator; idempotent
+        return True
+
+    def deliver_cancel(self) -> None:
+        """The stream's one cancel, landing at the await the generator is suspended on."""
+        super().cancel()
+
+    def abandon(self) -> None:
+        """Cancel the cleanup itself (after ``cleanup_timeout``)."""
+        self.abandoned = True
+        super().cancel()
 
 
 def _resolve(waiter: asyncio.Future[None]) -> None:
@@ -372,6 +426,8 @@ async def drain(timeout: float | None = None) -> None:
         timeout = max(s._cleanup_timeout for s in streams)
     with anyio.CancelScope(shield=True):
         _, pending = await asyncio.wait(tasks, timeout=timeout)
-    for task in pending:
-        logger.warning("ChatKit stream cleanup still running at shutdown; abandoning it")
-        task.cancel()
+    for stream in streams:
+        task = stream._task
+        if task is not None and task in pending:
+            logger.warning("ChatKit stream cleanup still running at shutdown; abandoning it")
+            task.abandon()

@@ -40,3 +40,110 @@ def __getattr__(name: str) -> Any:
         globals()[name] = built = app()
         return built
     raise AttributeError(name)
+
+
+# -- debug counts (real-server reliability tests) ----------------------------------------
+#
+# With ``CHATKIT_TEST_DEBUG=1`` the app is wrapped so that ``GET /_debug/counts`` answers
+# JSON ``{"tasks", "threads", "fds", "live_streams"}`` measured inside the server process:
+# the tests compare them before and after a load to find leaked tasks, threads or sockets.
+
+WSGI_ADAPTERS = ("wsgi", "flask", "django_wsgi")
+DEBUG_PATH = "/_debug/counts"
+
+
+def _counts(tasks: int) -> dict[str, int]:
+    import threading
+
+    from chatkit_adapters import live_streams
+
+    return {
+        "tasks": tasks,
+        "threads": threading.active_count(),
+        "fds": len(os.listdir("/proc/self/fd")),
+        "live_streams": live_streams(),
+    }
+
+
+def debug_asgi(inner: Any) -> Any:
+    import asyncio
+
+    async def debug_app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == DEBUG_PATH:
+            tasks = len(asyncio.all_tasks() - {asyncio.current_task()})
+            body = json.dumps(_counts(tasks)).encode()
+            headers = [(b"content-type", b"application/json")]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await inner(scope, receive, send)
+
+    return debug_app
+
+
+def debug_wsgi(inner: Any) -> Any:
+    def debug_app(environ: Any, start_response: Any) -> Any:
+        if environ.get("PATH_INFO") == DEBUG_PATH:
+            body = json.dumps(_counts(_bridge_tasks())).encode()
+            start_response("200 OK", [("Content-Type", "application/json")])
+            return [body]
+        return inner(environ, start_response)
+
+    return debug_app
+
+
+def _bridge_tasks() -> int:
+    """Tasks on the background loop of the sync adapters (0 when it is not running)."""
+    try:
+        from chatkit_adapters import _bridge
+    except ImportError:
+        return 0
+    loop = _bridge.current_loop()
+    if loop is None:
+        return 0
+
+    async def others() -> int:
+        import asyncio
+
+        return len(asyncio.all_tasks() - {asyncio.current_task()})
+
+    return int(_bridge.call(others(), 5))
+
+
+_plain_app = app
+
+
+def drain_on_lifespan_shutdown(inner: Any) -> Any:
+    """What the README's lifespan recipe does for a framework app (Starlette, FastAPI,
+    Litestar): ``await chatkit_adapters.drain()`` when the server announces shutdown, so
+    cancel cleanups finish before the server exits (``CHATKIT_TEST_DRAIN=1``)."""
+    from chatkit_adapters import drain
+
+    async def draining_app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "lifespan":
+            await inner(scope, receive, send)
+            return
+
+        async def receive_draining() -> Any:
+            message = await receive()
+            if message["type"] == "lifespan.shutdown":
+                await drain()
+            return message
+
+        await inner(scope, receive_draining, send)
+
+    return draining_app
+
+
+def app() -> Any:  # type: ignore[no-redef]
+    built = _plain_app()
+    name = os.environ["CHATKIT_TEST_ADAPTER"]
+    if os.environ.get("CHATKIT_TEST_DRAIN") and name not in (*WSGI_ADAPTERS, "aiohttp"):
+        built = drain_on_lifespan_shutdown(built)
+    if not os.environ.get("CHATKIT_TEST_DEBUG"):
+        return built
+    if name in WSGI_ADAPTERS:
+        return debug_wsgi(built)
+    if name == "aiohttp":
+        return built  # an aiohttp Application: no debug route
+    return debug_asgi(built)

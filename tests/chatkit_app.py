@@ -4,7 +4,10 @@
   shape the message text dictates: ``"deltas=200 delay=0.02 idle=3 idle_after=2 size=10"``
   (number of text deltas, seconds between them, an idle pause after ``idle_after`` deltas,
   characters per delta). ``fail_store`` anywhere in the text makes the store refuse to
-  save that user message (an exception outside ChatKit's own error handling).
+  save that user message (an exception outside ChatKit's own error handling);
+  ``fail_assistant`` makes it refuse the finished assistant message (a store failing
+  mid-stream, after the deltas); ``slow_cancel=S`` makes the write of ChatKit's hidden
+  "cancelled" marker take S more seconds (a slow store at cancel time).
 - :class:`JournalStore` keeps everything in memory, really awaits on every write
   (``write_delay``), counts calls, and, when given a path, appends one JSON line per
   completed write so a test can see what a server in another process persisted.
@@ -145,10 +148,25 @@ class JournalStore(Store[Any]):
         threads = sorted(self.threads.values(), key=lambda t: t.created_at, reverse=order == "desc")
         return Page(data=threads[:limit], has_more=len(threads) > limit)
 
+    def _thread_text(self, thread_id: str) -> str:
+        return " ".join(
+            user_text(i) for i in self.items.get(thread_id, []) if isinstance(i, UserMessageItem)
+        )
+
     async def add_thread_item(self, thread_id: str, item: ThreadItem, context: Any) -> None:
         if isinstance(item, UserMessageItem) and "fail_store" in user_text(item):
             self.calls.append("add_thread_item")
             raise StoreFailure("the store refused this message")
+        if isinstance(item, AssistantMessageItem) and "fail_assistant" in self._thread_text(
+            thread_id
+        ):
+            self.calls.append("add_thread_item")
+            raise StoreFailure("the store refused the assistant message")
+        if item.type == "sdk_hidden_context":
+            slow = re.search(r"slow_cancel=([0-9.]+)", self._thread_text(thread_id))
+            if slow:
+                self.note("slow_cancel_write_started", thread_id=thread_id)
+                await asyncio.sleep(float(slow.group(1)))
         self.items.setdefault(thread_id, []).append(item)
         await self._write(
             "add_thread_item",
@@ -196,6 +214,8 @@ class ScriptedServer(ChatKitServer[Any]):
         self, thread: ThreadMetadata, input_user_message: UserMessageItem | None, context: Any
     ) -> AsyncIterator[ThreadStreamEvent]:
         script = Script.parse(user_text(input_user_message))
+        # inside ChatKit's try block from here on: a cancel must leave the hidden marker
+        self.journal_store.note("respond_started", thread_id=thread.id)
         now = datetime.now()
         item = AssistantMessageItem(
             id=self.store.generate_item_id("message", thread, context),
