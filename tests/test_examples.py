@@ -96,3 +96,6 @@ def test_wsgi_example(
     thread_id = events[0]["thread"]["id"]
     response = client.post(path, data=get_thread(thread_id), headers={"X-User-Id": "bob"})
     assert response.status_code == 404
+    from chatkit_adapters import _bridge
+
+    _bridge.call(module.server.store.aclose(), timeout=10)  # on the loop that used it
