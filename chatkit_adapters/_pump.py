@@ -213,6 +213,23 @@ class EventStream:
         finally:
             handle.cancel()
 
+    async def _coalesce(self) -> None:
+        """Woken with data: while the producer keeps adding events without waiting on
+        anything else, give it loop turns so ready events go out in one write, up to the
+        buffer limits. Stops at the first turn that adds nothing (the producer awaits real
+        I/O): a slow stream pays one loop turn per wake-up, never a timer."""
+        while (
+            self._buffer
+            and not self._finished
+            and not self._closing
+            and len(self._buffer) < self._max_events
+            and self._buffered < self._max_bytes
+        ):
+            before = len(self._buffer)
+            await asyncio.sleep(0)
+            if len(self._buffer) == before:
+                return
+
     async def prime(self) -> None:
         """Start the pump and wait for the first event.
 
@@ -260,6 +277,7 @@ class EventStream:
                 timeout = due if timeout is None else min(timeout, due)
             started = time.monotonic()
             await self._wait(timeout)
+            await self._coalesce()
             if (
                 poll is not None
                 and not self._buffer
