@@ -8,14 +8,16 @@ Usage::
     app = web.Application()
     app.router.add_post("/chatkit", chatkit_view(server, context=lambda request: {}))
 
-aiohttp cancels no handler on a disconnect by default (``handler_cancellation=False``),
-so the stream watches its transport itself: a closed transport or a failed write cancels
-ChatKit's stream once, and its cancel cleanup is awaited before the handler returns. The
-same holds with ``handler_cancellation=True``.
+aiohttp cancels no handler on a disconnect by default (``handler_cancellation=False``)
+and has no disconnect event, so one watcher task per event loop looks at the transports of
+all open streams every ``WATCH_INTERVAL`` seconds: a closed transport or a failed write
+cancels ChatKit's stream once, and its cancel cleanup is awaited before the handler
+returns. The same holds with ``handler_cancellation=True``.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Final
 
@@ -25,11 +27,16 @@ from typing_extensions import Unpack
 
 from . import _core
 from ._core import ClientDisconnected, ContextFactory, Options, OptionsKwargs, StreamReply
+from ._pump import EventStream
 
 __all__ = ["chatkit_response", "chatkit_view"]
 
-DISCONNECT_POLL: Final = 0.2
-"""Seconds between checks of an idle stream's transport (aiohttp has no disconnect event)."""
+WATCH_INTERVAL: Final = 0.01
+"""Seconds between two looks at the open streams' transports (one watcher per loop)."""
+
+_Streams = dict[EventStream, web.Request]
+_watched: dict[asyncio.AbstractEventLoop, _Streams] = {}  # the streams each loop's watcher sees
+_watchers: set[asyncio.Task[None]] = set()  # strong references to the running watchers
 
 
 async def _body(request: web.Request) -> AsyncIterator[bytes]:
@@ -45,21 +52,53 @@ def _gone(request: web.Request) -> bool:
     return transport is None or transport.is_closing()
 
 
+def _watch(stream: EventStream, request: web.Request) -> None:
+    loop = asyncio.get_running_loop()
+    streams = _watched.get(loop)
+    if streams is None:
+        streams = _watched[loop] = {}  # the first stream on this loop starts its watcher
+        watcher = loop.create_task(_watcher(loop, streams))
+        _watchers.add(watcher)
+        watcher.add_done_callback(_watchers.discard)
+    streams[stream] = request
+
+
+def _unwatch(stream: EventStream) -> None:
+    streams = _watched.get(asyncio.get_running_loop())
+    if streams is not None:
+        streams.pop(stream, None)
+
+
+async def _watcher(loop: asyncio.AbstractEventLoop, streams: _Streams) -> None:
+    """Cancel the streams whose client left; ends when no stream is left to watch."""
+    try:
+        while streams:
+            await asyncio.sleep(WATCH_INTERVAL)
+            for stream, request in list(streams.items()):
+                if _gone(request):
+                    stream.cancel()  # idempotent; the handler's loop ends and unwatches it
+    finally:
+        if _watched.get(loop) is streams:
+            del _watched[loop]
+
+
 async def _stream(request: web.Request, reply: StreamReply) -> web.StreamResponse:
     response = web.StreamResponse(status=reply.status, headers=reply.headers)
     stream = reply.stream
     try:
         await response.prepare(request)
-        while (data := await stream.next_chunk(poll=DISCONNECT_POLL)) is not None:
+        _watch(stream, request)
+        async for data in stream:
             if _gone(request):
                 stream.cancel()
-            elif data:
+            else:
                 await response.write(data)  # drains when the transport is paused
         if stream.cancelled_at is None:
             await response.write_eof()
     except ConnectionError:  # ClientConnectionResetError: written after the client left
         stream.cancel()
     finally:
+        _unwatch(stream)
         await stream.aclose()  # also waits through handler_cancellation's cancel
     return response
 
