@@ -25,7 +25,10 @@ well-framed ChatKit error event if the stream fails after its first event.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Coroutine
@@ -403,6 +406,35 @@ class _PumpTask(asyncio.Task[None]):
         """Cancel the cleanup itself (after ``cleanup_timeout``)."""
         self.abandoned = True
         super().cancel()
+
+
+class AsyncBody:
+    """An :class:`EventStream` as a response body iterated asynchronously, with the sync
+    ``close()`` some frameworks (Django) call from another thread after the response, also
+    when a disconnect left the iteration parked: it cancels the stream on its loop and
+    waits, bounded, for the cleanup.
+
+    ``StreamingHttpResponse(AsyncBody(stream, wait=cleanup_timeout + 1))``
+    """
+
+    def __init__(self, stream: EventStream, wait: float) -> None:
+        self._stream, self._wait = stream, wait
+        self._loop, self._thread = asyncio.get_running_loop(), threading.get_ident()
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for data in self._stream:
+                yield data
+        finally:
+            await self._stream.aclose()
+
+    def close(self) -> None:
+        if threading.get_ident() == self._thread:  # never block the loop itself
+            self._stream.cancel()
+        elif not self._loop.is_closed():  # the pump logs a cleanup that overruns
+            done = asyncio.run_coroutine_threadsafe(self._stream.aclose(), self._loop)
+            with contextlib.suppress(concurrent.futures.TimeoutError):
+                done.result(self._wait)
 
 
 def _resolve(waiter: asyncio.Future[None]) -> None:

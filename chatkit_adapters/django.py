@@ -12,11 +12,14 @@ Usage (``urls.py``)::
 
     urlpatterns = [path("chatkit/", chatkit_view(server, context=make_context))]
 
-The view is async. Under ASGI (uvicorn, daphne) it runs on the request's event loop
-(concurrent streams never share a thread) and streams through an async iterator; under
-WSGI (gunicorn ``-k gthread``, runserver) Django runs it once per request through
-``async_to_sync``, the body and the context factory are handled in the request thread,
-and the stream is a sync iterator fed by chatkit-adapters' background loop. A sync factory
+The view is async under ASGI and sync under WSGI: Django asks whether it is a coroutine
+function from the thread that will call it, and it answers yes only on an event loop.
+Under ASGI (uvicorn, daphne) it runs on the request's event loop (concurrent streams never
+share a thread) and streams through an async iterator; under WSGI (gunicorn ``-k
+gthread``, runserver) it runs in the request thread like any sync view, and the stream is
+a sync iterator fed by chatkit-adapters' background loop. A decorator applied at import
+time (``login_required``) sees a sync view: under ASGI Django then runs it in a thread and
+it hands the stream back to the request's loop (a thread hop per request). A sync factory
 always runs in a sync thread (``request.user`` and the ORM work); an async one is awaited.
 It may raise ``PermissionDenied``/``Http404`` or return an ``HttpResponse`` (a redirect to
 the login page) and Django answers as it would for any view. Do not wrap the view in
@@ -37,14 +40,16 @@ Or keep Django's check (``view.csrf_exempt = False``) and send ``X-CSRFToken`` f
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import contextlib
 import inspect
-import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from asgiref.sync import async_to_sync, iscoroutinefunction, sync_to_async
+from asgiref.sync import (
+    async_to_sync,
+    iscoroutinefunction,
+    markcoroutinefunction,
+    sync_to_async,
+)
 from chatkit.server import ChatKitServer
 
 # django-stubs are optional: without them these imports are untyped (Any)
@@ -59,7 +64,7 @@ from typing_extensions import Unpack
 
 from . import _bridge, _core, _sync
 from ._core import ContextFactory, JSONReply, Options, OptionsKwargs
-from ._pump import EventStream
+from ._pump import AsyncBody
 
 __all__ = ["achatkit_response", "chatkit_response", "chatkit_view"]
 
@@ -90,31 +95,6 @@ def _context_sync(factory: ContextFactory | None, request: HttpRequest) -> Any:
     return _checked(_core.build_context_sync(factory, request))
 
 
-class _ASGIStream:
-    """A stream's content under ASGI: async iteration, and the sync ``close()`` Django calls
-    from a thread after the response, also when a disconnect cancelled ``send`` and left the
-    iteration parked: it cancels the pump on its loop and waits (bounded) for the cleanup."""
-
-    def __init__(self, stream: EventStream, cleanup_timeout: float) -> None:
-        self._stream, self._timeout = stream, cleanup_timeout + _bridge.MARGIN
-        self._loop, self._thread = asyncio.get_running_loop(), threading.get_ident()
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        try:
-            async for data in self._stream:
-                yield data
-        finally:
-            await self._stream.aclose()
-
-    def close(self) -> None:
-        if threading.get_ident() == self._thread:  # never block the loop itself
-            self._stream.cancel()
-        elif not self._loop.is_closed():  # the pump logs a cleanup that overruns
-            done = asyncio.run_coroutine_threadsafe(self._stream.aclose(), self._loop)
-            with contextlib.suppress(concurrent.futures.TimeoutError):
-                done.result(self._timeout)
-
-
 def _render(
     reply: JSONReply | _sync.SyncEventStream | _core.StreamReply, opts: Options
 ) -> HttpResponseBase:
@@ -125,7 +105,7 @@ def _render(
     else:
         content: Any = reply  # a SyncEventStream is already a sync iterator with close()
         if isinstance(reply, _core.StreamReply):
-            content = _ASGIStream(reply.stream, opts.cleanup_timeout)
+            content = AsyncBody(reply.stream, wait=opts.cleanup_timeout + _bridge.MARGIN)
         response = StreamingHttpResponse(content, status=reply.status)
         headers = list(reply.headers)
     for name, value in headers:
@@ -182,27 +162,56 @@ def _respond_wsgi(
     return _render(reply, opts)
 
 
+_respond_wsgi_async = sync_to_async(_respond_wsgi, thread_sensitive=True)  # in the request thread
+
+
+# What marks a function as a coroutine function for this Python (asgiref's shim before 3.12)
+_COROUTINE_MARKS: dict[str, Any] = vars(markcoroutinefunction(lambda: None))
+
+
+def _on_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+class _ChatKitView:
+    """The view: a coroutine function to whoever asks from an event loop (Django's ASGI
+    handler awaits it on the request's loop), a plain function to a sync thread (Django's
+    WSGI handler calls it in the request thread, with no ``async_to_sync`` per request)."""
+
+    csrf_exempt = True  # works for async views on 4.2
+    __name__ = __qualname__ = "chatkit"
+
+    def __init__(self, server: ChatKitServer[Any], factory: ContextFactory | None, opts: Options):
+        self._server, self._factory, self._opts = server, factory, opts
+
+    def __getattr__(self, name: str) -> Any:
+        if name in _COROUTINE_MARKS and _on_loop():  # asked by iscoroutinefunction()
+            return _COROUTINE_MARKS[name]
+        raise AttributeError(name)
+
+    def __call__(self, request: HttpRequest) -> Any:
+        server, factory, opts, on_loop = self._server, self._factory, self._opts, _on_loop()
+        if isinstance(request, ASGIRequest):  # sync only when a sync decorator wraps the view
+            respond = _respond_asgi if on_loop else async_to_sync(_respond_asgi)
+            return respond(server, request, lambda: _context_async(factory, request), opts)
+        response = _respond_wsgi_async if on_loop else _respond_wsgi
+        return response(server, request, lambda: _context_sync(factory, request), opts)
+
+
 def chatkit_view(
     server: ChatKitServer[Any],
     context: ContextFactory | None = None,
     **options: Unpack[OptionsKwargs],
-) -> Callable[[HttpRequest], Awaitable[HttpResponseBase]]:
+) -> Callable[[HttpRequest], Awaitable[HttpResponseBase] | HttpResponseBase]:
     """A Django view serving *server* (CSRF-exempt; see the module docs).
 
     ``path("chatkit/", chatkit_view(server, context=lambda request: Ctx(request.user.pk)))``
     """
-    opts = Options(**options)
-
-    async def chatkit(request: HttpRequest) -> HttpResponseBase:
-        if isinstance(request, ASGIRequest):
-            return await _respond_asgi(
-                server, request, lambda: _context_async(context, request), opts
-            )
-        respond = sync_to_async(_respond_wsgi, thread_sensitive=True)  # the request thread
-        return await respond(server, request, lambda: _context_sync(context, request), opts)
-
-    chatkit.csrf_exempt = True  # type: ignore[attr-defined]  # works for async views on 4.2
-    return chatkit
+    return _ChatKitView(server, context, Options(**options))
 
 
 async def achatkit_response(
@@ -218,9 +227,7 @@ async def achatkit_response(
     opts = Options(**options)
     if isinstance(request, ASGIRequest):
         return await _respond_asgi(server, request, _core.ready_context(context), opts)
-    return await sync_to_async(_respond_wsgi, thread_sensitive=True)(
-        server, request, lambda: context, opts
-    )
+    return await _respond_wsgi_async(server, request, lambda: context, opts)
 
 
 def chatkit_response(

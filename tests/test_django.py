@@ -21,11 +21,13 @@ import pytest
 
 pytest.importorskip("django")
 
-from asgiref.sync import sync_to_async
+from asgiref.sync import AsyncToSync, iscoroutinefunction, sync_to_async
+from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.management import call_command
 from django.http import Http404, HttpResponseRedirect
 
+from chatkit_adapters.django import chatkit_view
 from tests.chatkit_app import (
     ScriptedServer,
     create_thread,
@@ -142,6 +144,63 @@ async def test_sync_view_under_asgi_streams(server: ScriptedServer) -> None:
         assert response.headers["content-type"] == "text/event-stream"
         assert sse_events(response.content)[-1]["type"] == "thread.item.done"
         assert not [w for w in caught if "StreamingHttpResponse" in str(w.message)]
+    finally:
+        await client.aclose()
+
+
+def test_view_is_a_coroutine_function_only_on_an_event_loop(server: ScriptedServer) -> None:
+    """Django asks from the thread that will call the view: its ASGI handler on the loop
+    (awaited there), its WSGI handler in the request thread (called like a sync view)."""
+    view = chatkit_view(server)
+
+    async def on_loop() -> bool:
+        return iscoroutinefunction(view)
+
+    assert not iscoroutinefunction(view)
+    assert asyncio.run(on_loop())
+    assert view.__name__ == "chatkit" and view.csrf_exempt  # type: ignore[attr-defined]
+
+
+async def test_wsgi_requests_need_no_async_to_sync(
+    server: ScriptedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under WSGI the view runs in the request thread: no event loop is started per request."""
+    calls: list[object] = []
+    original = AsyncToSync.__call__
+
+    def counted(self: AsyncToSync, *args: Any, **kwargs: Any) -> Any:
+        calls.append(self.awaitable)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(AsyncToSync, "__call__", counted)
+    client = DjangoWSGIClient(server, context=lambda request: {"user": "u"})
+    try:
+        assert (await client.post(list_threads())).status == 200
+        response = await client.post(create_thread("deltas=3"))
+        assert response.status == 200
+        assert sse_events(response.body)[-1]["type"] == "thread.item.done"
+        assert calls == []
+    finally:
+        await client.aclose()
+
+
+async def test_sync_decorator_around_the_view_under_asgi(server: ScriptedServer) -> None:
+    """``login_required(chatkit_view(...))`` is decorated at import time, off any loop, so
+    Django sees a sync view and runs it in a thread; the stream still runs on the loop."""
+    view = login_required(chatkit_view(server, context=lambda request: {"user": "u"}))
+    view.csrf_exempt = True  # type: ignore[attr-defined]
+    app = ASGIApp(URLConf(view))
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://x")
+    try:
+        refused = await client.post("/chatkit", content=create_thread())
+        assert refused.status_code == 302 and server.journal_store.calls == []
+        cookie = await asyncio.to_thread(login_cookie, "decorated")
+        response = await client.post(
+            "/chatkit", content=create_thread("deltas=3"), headers={"cookie": cookie}
+        )
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "text/event-stream"
+        assert sse_events(response.content)[-1]["type"] == "thread.item.done"
     finally:
         await client.aclose()
 
