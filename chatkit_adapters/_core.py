@@ -16,7 +16,9 @@ Order of checks for every request (what a client sees first):
 5. the context factory (it may reject the request with :class:`ChatKitHTTPError` or
    with the framework's own exceptions, which propagate untouched);
 6. ``server.process``: a body that is not a ChatKit request -> 400, ``NotFoundError`` -> 404,
-   anything else propagates to the framework;
+   anything else propagates to the framework. The body is parsed once, by a validator
+   built once (ChatKit's ``process`` builds one per request), unless the server overrides
+   ``process``;
 7. streams: the first event is pulled before headers are sent, so steps 6's mapping
    also covers errors raised before it.
 """
@@ -34,12 +36,13 @@ from typing import Any, Final, TypedDict, TypeVar
 
 from chatkit.server import ChatKitServer, NonStreamingResult, StreamingResult
 from chatkit.store import NotFoundError
-from chatkit.types import ChatKitReq
+from chatkit.types import ChatKitReq, is_streaming_req
 from pydantic import TypeAdapter, ValidationError
 
 from ._pump import EventStream
 
 logger = logging.getLogger("chatkit_adapters")
+_chatkit_logger = logging.getLogger("chatkit")  # ChatKit's own (chatkit.logger.logger)
 
 R = TypeVar("R")
 
@@ -368,6 +371,37 @@ def _request_schema_title() -> str:
 _REQUEST_TITLE: Final = _request_schema_title()
 
 
+# The names ChatKitServer.process uses: parse, log, route to _process_streaming or
+# _process_non_streaming. While they are exactly these, _process_parsed below does the
+# same with the request parsed once (by _REQUEST); a ChatKit that changes process() is
+# simply called as is.
+_PROCESS_NAMES: Final = (
+    "TypeAdapter",
+    "ChatKitReq",
+    "validate_json",
+    "logger",
+    "info",
+    "type",
+    "is_streaming_req",
+    "StreamingResult",
+    "_process_streaming",
+    "NonStreamingResult",
+    "_process_non_streaming",
+)
+PARSE_ONCE: Final = ChatKitServer.process.__code__.co_names == _PROCESS_NAMES
+"""True when the installed ChatKit's ``process()`` is the one :func:`process` mirrors."""
+
+
+async def _process_parsed(
+    server: ChatKitServer[Any], request: Any, context: Any
+) -> StreamingResult | NonStreamingResult:
+    """``ChatKitServer.process`` after its parse: ChatKit's own steps, request parsed once."""
+    _chatkit_logger.info("Received request op: %s", request.type)
+    if is_streaming_req(request):
+        return StreamingResult(server._process_streaming(request, context))
+    return NonStreamingResult(await server._process_non_streaming(request, context))
+
+
 def _is_bad_request(exc: ValidationError) -> bool:
     # process() validates the body against ChatKitReq; a ValidationError of any other
     # model comes from the server or the store and is a server bug, not a client error.
@@ -390,16 +424,25 @@ async def process(server: ChatKitServer[Any], body: bytes, context: Any, options
     Must run on the event loop that will drive the stream (the request's loop in async
     frameworks, the background loop for sync ones).
     """
+    call: Awaitable[StreamingResult | NonStreamingResult]
     if type(server).process is ChatKitServer.process:
-        # Refuse what ChatKit's own parse would refuse, with a validator built once, so a
-        # malformed request costs microseconds instead of ChatKit's per-request schema
-        # build. A server overriding process() may accept more: it decides alone.
+        # Parse with a validator built once: ChatKit's process() builds a new one per
+        # request, most of a small request's CPU time. A malformed body costs microseconds;
+        # a valid one is not parsed again (PARSE_ONCE). A server overriding process() may
+        # accept more: it decides alone.
         try:
-            _REQUEST.validate_json(body)
+            parsed = _REQUEST.validate_json(body)
         except ValidationError as exc:
             return error_reply(_bad_request(exc))
+        call = (
+            _process_parsed(server, parsed, context)
+            if PARSE_ONCE
+            else server.process(body, context)
+        )
+    else:
+        call = server.process(body, context)
     try:
-        result = await server.process(body, context)
+        result = await call
     except ValidationError as exc:
         if _is_bad_request(exc):
             return error_reply(_bad_request(exc))
