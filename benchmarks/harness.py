@@ -115,6 +115,7 @@ class Session:
     tool: str = "wrk"
     spawned: list[RunningServer] = field(default_factory=list)
     prefetched: RowServers | None = None
+    reference_memory: dict[str, Any] | None = None  # the documented wiring's idle streams
 
     def await_prefetched(self) -> None:
         """Let the next row's servers finish starting (their imports take CPU time)."""
@@ -491,6 +492,7 @@ def _measure_reference(
     )
     prefetch()
     measure_resources(running, config, "asgi", cleanup=False, results=results)
+    session.reference_memory = results.get("memory")
     session.await_prefetched()
     measure_disconnects(cancel, config, reference=True, results=results)
 
@@ -615,6 +617,15 @@ def measure_row(
             hand_results["request"] = requests["hand"]
         log(f"    request: {brief(requests)}")
 
+        if hand is not None and hand_results is not None:
+            # the same idle streams on the hand-written route: the adapter's overhead is
+            # the difference (the documented wiring's server measured its own already)
+            if shared:
+                hand_results["memory"] = session.reference_memory
+            else:
+                count = streams_for(row.kind, row.server, config)
+                attempt(hand_results, "memory", lambda: client.memory_per_stream(hand, count))
+                log(f"    hand-written memory: {brief(hand_results.get('memory'))}")
         if hand is not None and not shared:
             stop(hand)
         prefetch()
