@@ -59,7 +59,7 @@ ERROR_EVENT: Final = (
 MAX_BUFFERED_EVENTS: Final = 8
 MAX_BUFFERED_BYTES: Final = 64 * 1024
 
-_live: set[EventStream] = set()
+_live: set[_Pump] = set()
 
 
 class EventStream:
@@ -78,7 +78,100 @@ class EventStream:
     On a disconnect noticed elsewhere (a ``receive()`` watcher), call :meth:`cancel`:
     the iteration ends and the pump's task runs ChatKit's cancel cleanup.
     All methods must be called on the loop the stream was primed on.
+
+    Dropped unclosed (a middleware replaced the response, a server never iterated it), it
+    cancels the pump once, as a disconnect would: nobody can read the stream any more.
     """
+
+    __slots__ = ("__weakref__", "_pump")
+
+    def __init__(
+        self,
+        result: AsyncIterable[bytes],
+        *,
+        heartbeat: float | None = None,
+        cleanup_timeout: float = 10.0,
+        max_events: int = MAX_BUFFERED_EVENTS,
+        max_bytes: int = MAX_BUFFERED_BYTES,
+    ) -> None:
+        self._pump = _Pump(
+            result,
+            heartbeat=heartbeat,
+            cleanup_timeout=cleanup_timeout,
+            max_events=max_events,
+            max_bytes=max_bytes,
+        )
+
+    async def prime(self) -> None:
+        """Start the pump and wait for the first event.
+
+        Raises what the stream raised if it failed before producing anything (so the
+        adapter can still answer with a real status). The first event stays buffered.
+        """
+        await self._pump.prime()
+
+    def next_chunk(self, poll: float | None = None) -> Coroutine[Any, Any, bytes | None]:
+        """The next bytes to write, or ``None`` when the stream is over.
+
+        Returns every event that is ready as one ``bytes``, a heartbeat comment when the
+        stream was idle for ``heartbeat`` seconds, or the ChatKit error event once if the
+        stream failed. With *poll*, returns ``b""`` when nothing is due within *poll*
+        seconds (sync callers use that to look for a disconnect).
+        """
+        return self._pump.next_chunk(poll)
+
+    def __aiter__(self) -> EventStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        chunk = await self._pump.next_chunk()
+        if chunk is None:
+            raise StopAsyncIteration
+        return chunk
+
+    @property
+    def finished(self) -> bool:
+        """True once the pump's generator is exhausted, failed or cancelled."""
+        return self._pump.finished
+
+    @property
+    def cancelled_at(self) -> float | None:
+        """``time.monotonic()`` when a disconnect cancelled this stream, else ``None``."""
+        return self._pump.cancelled_at
+
+    def cancel(self) -> None:
+        """The client left: cancel the generator once, at an await; idempotent.
+
+        Does not wait; :meth:`aclose` waits for the cleanup.
+        """
+        self._pump.cancel()
+
+    async def aclose(self) -> None:
+        """Finish the stream: cancel it if it is unfinished and await the cleanup.
+
+        The wait is bounded by ``cleanup_timeout`` and shielded from anyio cancel scopes
+        (Starlette, FastAPI, Litestar). A plain ``task.cancel()`` of the caller (aiohttp's
+        ``handler_cancellation``, Django's ASGI handler, a server shutting down) is not
+        stopped by that shield; it is delivered once, so the wait simply goes on after it
+        and the cancellation is re-raised at the end. A second cancel of the caller (a
+        server's shutdown, ``asyncio.run`` cancelling every task) stops the wait but not the
+        cleanup. ``cleanup_timeout`` after the cancel the cleanup is abandoned (cancelled
+        again) and logged, whether or not anyone still waits.
+        """
+        await self._pump.aclose()
+
+    def __del__(self) -> None:
+        pump = getattr(self, "_pump", None)
+        if pump is None or pump.closing or pump.finished:
+            return
+        loop = pump.loop
+        if loop is not None:  # started: cancel on its loop, from whatever thread GC runs in
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to save
+                loop.call_soon_threadsafe(pump.cancel)
+
+
+class _Pump:
+    """The state of one :class:`EventStream`, referenced by its task and the live set."""
 
     def __init__(
         self,
@@ -110,7 +203,6 @@ class EventStream:
         self._primed = False
         self._last_output = 0.0
         self.cancelled_at: float | None = None
-        """``time.monotonic()`` when a disconnect cancelled this stream, else ``None``."""
 
     # -- producer ------------------------------------------------------------------
 
@@ -234,11 +326,7 @@ class EventStream:
                 return
 
     async def prime(self) -> None:
-        """Start the pump and wait for the first event.
-
-        Raises what the stream raised if it failed before producing anything (so the
-        adapter can still answer with a real status). The first event stays buffered.
-        """
+        """See :meth:`EventStream.prime`."""
         self._start()
         try:
             while not self._buffer and not self._finished:
@@ -252,13 +340,7 @@ class EventStream:
             raise self._error
 
     async def next_chunk(self, poll: float | None = None) -> bytes | None:
-        """The next bytes to write, or ``None`` when the stream is over.
-
-        Returns every event that is ready as one ``bytes``, a heartbeat comment when the
-        stream was idle for ``heartbeat`` seconds, or the ChatKit error event once if the
-        stream failed. With *poll*, returns ``b""`` when nothing is due within *poll*
-        seconds (sync callers use that to look for a disconnect).
-        """
+        """See :meth:`EventStream.next_chunk`."""
         self._start()
         while True:
             if self._buffer:
@@ -290,27 +372,22 @@ class EventStream:
             ):
                 return b""
 
-    def __aiter__(self) -> EventStream:
-        return self
-
-    async def __anext__(self) -> bytes:
-        chunk = await self.next_chunk()
-        if chunk is None:
-            raise StopAsyncIteration
-        return chunk
-
     # -- cancellation --------------------------------------------------------------
 
     @property
     def finished(self) -> bool:
-        """True once the pump's generator is exhausted, failed or cancelled."""
         return self._finished
 
-    def cancel(self) -> None:
-        """The client left: cancel the generator once, at an await; idempotent.
+    @property
+    def closing(self) -> bool:
+        return self._closing
 
-        Does not wait; :meth:`aclose` waits for the cleanup.
-        """
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        return self._loop
+
+    def cancel(self) -> None:
+        """See :meth:`EventStream.cancel`."""
         if self._closing:
             return
         self._closing = True
@@ -331,17 +408,7 @@ class EventStream:
         self._wake_consumer()
 
     async def aclose(self) -> None:
-        """Finish the stream: cancel it if it is unfinished and await the cleanup.
-
-        The wait is bounded by ``cleanup_timeout`` and shielded from anyio cancel scopes
-        (Starlette, FastAPI, Litestar). A plain ``task.cancel()`` of the caller (aiohttp's
-        ``handler_cancellation``, Django's ASGI handler, a server shutting down) is not
-        stopped by that shield; it is delivered once, so the wait simply goes on after it
-        and the cancellation is re-raised at the end. A second cancel of the caller (a
-        server's shutdown, ``asyncio.run`` cancelling every task) stops the wait but not the
-        cleanup. ``cleanup_timeout`` after the cancel the cleanup is abandoned (cancelled
-        again) and logged, whether or not anyone still waits.
-        """
+        """See :meth:`EventStream.aclose`."""
         if not self._finished:
             self.cancel()
         task = self._task
@@ -386,7 +453,7 @@ class _PumpTask(asyncio.Task[None]):
         coro: Coroutine[Any, Any, None],
         *,
         loop: asyncio.AbstractEventLoop,
-        stream: EventStream,
+        stream: _Pump,
     ) -> None:
         super().__init__(coro, loop=loop)
         self._stream = stream

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import signal
@@ -11,13 +12,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+Popen = subprocess.Popen[bytes]
 
 # name -> command (with {port}) ; every command serves tests.apps:app
 SERVERS: dict[str, Callable[[int], list[str]]] = {
@@ -129,13 +131,102 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+Env = Mapping[str, "str | None"]
+
+
+def spawn(argv: list[str], log: Path, env: Env | None = None) -> Popen:
+    """Start *argv* in the repository root (importable), output to *log*, no stdin;
+    *env* adds variables to ours (``None`` removes one)."""
+    full_env = dict(os.environ)
+    full_env.update(
+        PYTHONPATH=str(ROOT) + os.pathsep + full_env.get("PYTHONPATH", ""), PYTHONUNBUFFERED="1"
+    )
+    for name, value in (env or {}).items():
+        if value is None:
+            full_env.pop(name, None)
+        else:
+            full_env[name] = value
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env=full_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+
+
+def answers_http(address: tuple[str, int]) -> Callable[[], bool]:
+    """A readiness check: the server answers an HTTP request (not merely accepts: a
+    pre-fork master such as gunicorn's accepts before its worker imported the app)."""
+
+    def ready() -> bool:
+        with socket.create_connection(address, timeout=0.5) as probe:
+            probe.sendall(b"GET /chatkit HTTP/1.1\r\nHost: ready\r\nConnection: close\r\n\r\n")
+            probe.settimeout(5)
+            return bool(probe.recv(1))
+
+    return ready
+
+
+def wait_ready(process: Popen, ready: Callable[[], bool], log: Path, timeout: float = 60) -> None:
+    """Poll *ready* (``OSError``/``AssertionError`` mean not yet) until it is true; if the
+    process exits or *timeout* passes, kill it and fail with its log."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args!r} exited early:\n{_read(log)}")
+        try:
+            if ready():
+                return
+        except (OSError, AssertionError):
+            pass
+        time.sleep(0.05)
+    stop(process, signal.SIGKILL)
+    raise RuntimeError(f"{process.args!r} not ready after {timeout} s:\n{_read(log)}")
+
+
+def stop(process: Popen, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+    """Stop *process* by its own PID with *sig*, then SIGKILL after *timeout*."""
+    if process.poll() is None:
+        os.kill(process.pid, sig)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(5)
+    return int(process.returncode)
+
+
+@contextlib.contextmanager
+def serving(
+    argv: list[str],
+    log: Path,
+    ready: Callable[[], bool],
+    env: Env | None = None,
+    timeout: float = 60,
+) -> Iterator[Popen]:
+    """``with serving(argv, log, answers_http(address)):`` a server for the block's length."""
+    process = spawn(argv, log, env)
+    try:
+        wait_ready(process, ready, log, timeout)
+        yield process
+    finally:
+        stop(process)
+
+
+def _read(log: Path) -> str:
+    return log.read_text(errors="replace") if log.exists() else ""
+
+
 @dataclass
 class RunningServer:
     adapter: str
     server: str
     port: int
     journal: Path
-    process: subprocess.Popen[bytes]
+    process: Popen
     log: Path
     options: dict[str, Any] = field(default_factory=dict)
 
@@ -144,17 +235,10 @@ class RunningServer:
         return ("127.0.0.1", self.port)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
-        if self.process.poll() is None:
-            os.kill(self.process.pid, sig)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.kill(self.process.pid, signal.SIGKILL)
-                self.process.wait(5)
-        return int(self.process.returncode)
+        return stop(self.process, sig, timeout)
 
     def output(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
+        return _read(self.log)
 
 
 def start_server(
@@ -170,44 +254,18 @@ def start_server(
     port = free_port()
     journal = workdir / f"journal-{adapter}-{server}-{port}.jsonl"
     log = workdir / f"server-{adapter}-{server}-{port}.log"
-    extra_env = env
-    env = dict(os.environ)
-    env.update(
-        CHATKIT_TEST_ADAPTER=adapter,
-        CHATKIT_TEST_VARIANT=variant,
-        CHATKIT_TEST_OPTIONS=json.dumps(options or {}),
-        CHATKIT_TEST_JOURNAL=str(journal),
-        CHATKIT_TEST_WRITE_DELAY=str(write_delay),
-        PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
-        PYTHONUNBUFFERED="1",
-    )
-    env.update(extra_env or {})
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            SERVERS[server](port),
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
+    test_env = {
+        "CHATKIT_TEST_ADAPTER": adapter,
+        "CHATKIT_TEST_VARIANT": variant,
+        "CHATKIT_TEST_OPTIONS": json.dumps(options or {}),
+        "CHATKIT_TEST_JOURNAL": str(journal),
+        "CHATKIT_TEST_WRITE_DELAY": str(write_delay),
+        **(env or {}),
+    }
+    process = spawn(SERVERS[server](port), log, test_env)
     running = RunningServer(adapter, server, port, journal, process, log, options or {})
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{server} exited early:\n{running.output()}")
-        try:
-            with socket.create_connection(running.address, timeout=0.5) as probe:
-                # a pre-fork master (gunicorn) accepts before its worker imported the app:
-                # ready means answering HTTP, not accepting connections
-                probe.sendall(b"GET /chatkit HTTP/1.1\r\nHost: ready\r\nConnection: close\r\n\r\n")
-                probe.settimeout(max(0.1, deadline - time.monotonic()))
-                if probe.recv(1):
-                    return running
-        except OSError:
-            time.sleep(0.05)
-    running.stop(signal.SIGKILL)
-    raise RuntimeError(f"{server} did not start listening:\n{running.output()}")
+    wait_ready(process, answers_http(running.address), log)
+    return running
 
 
 # -- one shared server per adapter x server (reliability suites) ------------------------

@@ -5,9 +5,7 @@ concurrent streams under real ASGI and WSGI servers."""
 from __future__ import annotations
 
 import asyncio
-import os
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -44,7 +42,13 @@ from tests.http_clients.django import (
     user_view,
 )
 from tests.rawhttp import open_stream, request
-from tests.realserver import ROOT, RunningServer, free_port, start_server
+from tests.realserver import (
+    RunningServer,
+    answers_http,
+    free_port,
+    serving,
+    start_server,
+)
 
 pytestmark = pytest.mark.django
 
@@ -231,27 +235,16 @@ EXAMPLE_COMMANDS = {
 def test_example_project(command: str, tmp_path: Path) -> None:
     pytest.importorskip("aiosqlite")
     port = free_port()
-    env = dict(
-        os.environ,
-        DATABASE_URL=f"sqlite:///{tmp_path / 'example.db'}",
-        DEMO_WORD_DELAY="0",
-        DJANGO_SETTINGS_MODULE="examples.django_project.settings",
-    )
-    args = [sys.executable, *EXAMPLE_COMMANDS[command], str(port)]
-    log = (tmp_path / "server.log").open("wb")
-    process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        address = ("127.0.0.1", port)
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, (tmp_path / "server.log").read_text()
-            try:
-                stream = open_stream(address, create_thread("hello"), headers={"x-user-id": "al"})
-                stream.read_head()
-                break
-            except (OSError, AssertionError):
-                assert time.monotonic() < deadline, (tmp_path / "server.log").read_text()
-                time.sleep(0.2)
+    address = ("127.0.0.1", port)
+    env = {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'example.db'}",
+        "DEMO_WORD_DELAY": "0",
+        "DJANGO_SETTINGS_MODULE": "examples.django_project.settings",
+    }
+    argv = [sys.executable, *EXAMPLE_COMMANDS[command], str(port)]
+    with serving(argv, tmp_path / "server.log", answers_http(address), env, timeout=30):
+        stream = open_stream(address, create_thread("hello"), headers={"x-user-id": "al"})
+        stream.read_head()
         assert stream.status == 200
         events = [e.data for e in stream.read_all() if e.data is not None]
         stream.close()
@@ -261,10 +254,6 @@ def test_example_project(command: str, tmp_path: Path) -> None:
         other.read_head()
         assert other.status == 404  # threads are per user
         other.close()
-    finally:
-        process.terminate()
-        process.wait(10)
-        log.close()
 
 
 # -- real servers -----------------------------------------------------------------------

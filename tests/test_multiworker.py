@@ -4,8 +4,6 @@ created through one worker is continued through another (no per-process state)."
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -15,7 +13,7 @@ import pytest
 
 from tests.chatkit_app import add_message, create_thread, get_thread, sse_events
 from tests.rawhttp import request
-from tests.realserver import ROOT, free_port
+from tests.realserver import ROOT, free_port, serving
 
 pytestmark = [pytest.mark.store, pytest.mark.realserver]
 
@@ -66,34 +64,16 @@ def deployment(
     if not (ROOT / "examples" / f"{NEEDS[name]}_app.py").exists():
         pytest.skip(f"no {NEEDS[name]} example")
     port = free_port()
-    env = dict(os.environ, DATABASE_URL=postgres_url, DEMO_WORD_DELAY="0.001", PYTHONPATH=str(ROOT))
-    log = (tmp_path / "server.log").open("wb")
-    process = subprocess.Popen(
-        DEPLOYMENTS[name](port),
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        pids: set[str] = set()
-        while len(pids) < 2:  # both workers up and answering
-            assert process.poll() is None, (tmp_path / "server.log").read_text()
-            assert time.monotonic() < deadline, f"workers seen: {pids}"
-            try:
-                pids.add(request_pid(port, get_thread("thr_none"))[0])
-            except (OSError, AssertionError):
-                time.sleep(0.2)
+    pids: set[str] = set()
+
+    def both_workers_answer() -> bool:
+        pids.add(request_pid(port, get_thread("thr_none"))[0])
+        return len(pids) == 2
+
+    env = {"DATABASE_URL": postgres_url, "DEMO_WORD_DELAY": "0.001"}
+    argv = DEPLOYMENTS[name](port)
+    with serving(argv, tmp_path / "server.log", both_workers_answer, env):
         yield name, port
-    finally:
-        process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
 
 
 def request_pid(port: int, body: bytes, user: str = "alice") -> tuple[str, bytes, int]:

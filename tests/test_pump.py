@@ -4,13 +4,14 @@ backpressure, coalescing, heartbeats, errors, shutdown drain."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 
 import anyio
 import pytest
 
-from chatkit_adapters import _pump, drain, live_streams
+from chatkit_adapters import _core, _pump, drain, live_streams
 from chatkit_adapters._pump import ERROR_EVENT, HEARTBEAT, EventStream
 from tests.chatkit_app import create_thread, make_server
 
@@ -71,6 +72,39 @@ async def test_cancel_while_parked_at_yield_resumes_and_cancels_at_next_await() 
     await stream.aclose()
     assert source.cancels == 1 and source.cleaned
     assert source.produced <= 5
+
+
+@pytest.mark.parametrize("parked", [False, True])
+async def test_stream_dropped_unclosed_is_cancelled_once_and_cleaned_up(parked: bool) -> None:
+    """A primed stream nobody will read (a middleware replaced the response): dropping it
+    is a disconnect, whether the pump waits in the generator or is parked at a yield."""
+    source = Recorder(delay=0.0 if parked else 0.01)
+    stream = EventStream(source, cleanup_timeout=5, max_events=4)
+    await stream.prime()
+    await asyncio.sleep(0.05)
+    assert live_streams() == 1
+    del stream
+    gc.collect()
+    for _ in range(100):
+        if live_streams() == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert source.cancels == 1 and source.cleaned
+    assert live_streams() == 0
+
+
+async def test_stream_dropped_after_its_end_or_close_does_nothing() -> None:
+    finished = EventStream(Recorder(count=2, delay=0.0), cleanup_timeout=5)
+    await finished.prime()
+    assert [n async for chunk in finished for n in numbers(chunk)] == [0, 1]
+    source = Recorder(delay=0.01)
+    closed = EventStream(source, cleanup_timeout=5)
+    await closed.prime()
+    await closed.aclose()
+    del finished, closed
+    gc.collect()
+    await asyncio.sleep(0.05)
+    assert source.cancels == 1 and live_streams() == 0
 
 
 async def test_cleanup_survives_a_level_triggered_cancel_scope() -> None:
@@ -230,6 +264,27 @@ async def test_real_chatkit_cancel_persists_partial_message_and_marker(read: int
     assert kinds == ["user_message", "assistant_message", "sdk_hidden_context"]
     text = server.journal_store.items[thread_id][1].content[0].text  # type: ignore[union-attr]
     assert len(text.split()) >= read
+
+
+async def test_response_replaced_before_it_is_sent_still_persists_the_cancel() -> None:
+    """A hook swapped ChatKit's streaming response for another one: the reply is dropped
+    unread, and ChatKit's cancel cleanup saves the partial message and the marker."""
+    server = make_server(write_delay=0.02, journal="")
+    reply = await _core.process(
+        server, create_thread("deltas=100 delay=0.005"), {}, _core.Options(cleanup_timeout=5)
+    )
+    assert isinstance(reply, _core.StreamReply)
+    await asyncio.sleep(0.1)  # the pump runs ahead into the answer, up to its buffer
+    del reply
+    gc.collect()
+    (thread_id,) = server.journal_store.threads
+    for _ in range(200):
+        if live_streams() == 0:
+            break
+        await asyncio.sleep(0.01)
+    kinds = [item.type for item in server.journal_store.items[thread_id]]
+    assert kinds == ["user_message", "assistant_message", "sdk_hidden_context"]
+    assert live_streams() == 0
 
 
 def test_module_keeps_no_stream_after_tests() -> None:
