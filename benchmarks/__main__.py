@@ -13,6 +13,7 @@ Benchmarks, not tests: nothing is asserted.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -79,8 +80,13 @@ def parse(argv: list[str] | None) -> tuple[Config, Path, bool]:
     return config, args.out, not args.no_plot
 
 
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # unwinds through the harness, which stops every server
+
+
 def main(argv: list[str] | None = None) -> int:
     config, out, make_plot = parse(argv)
+    signal.signal(signal.SIGTERM, _interrupted)
     document = run(config)
     print(finish(document, out, make_plot))
     return 0

@@ -620,9 +620,11 @@ def measure_row(
         if hand is not None and hand_results is not None:
             # the same idle streams on the hand-written route: the adapter's overhead is
             # the difference (the documented wiring's server measured its own already)
+            # (not for WSGI: a hand-written WSGI route never notices a closed stream, so
+            # the warm-up's streams would hold its threads for their whole length)
             if shared:
                 hand_results["memory"] = session.reference_memory
-            else:
+            elif row.kind != "wsgi":
                 count = streams_for(row.kind, row.server, config)
                 attempt(hand_results, "memory", lambda: client.memory_per_stream(hand, count))
                 log(f"    hand-written memory: {brief(hand_results.get('memory'))}")
