@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import logging
 import select
 import socket
@@ -305,10 +304,3 @@ class SyncEventStream:
             logger.warning("ChatKit stream could not be closed: the background loop is gone")
         for func in self._on_close:
             func()
-
-    def __del__(self) -> None:
-        # A server that never calls close() (not WSGI-compliant): at least cancel the pump.
-        if getattr(self, "_closed", True):
-            return
-        with contextlib.suppress(Exception):
-            self._loop.call_soon_threadsafe(self._stream.cancel)

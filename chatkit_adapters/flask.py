@@ -61,12 +61,19 @@ def _respond(
     )
     if isinstance(reply, JSONReply):
         return Response(reply.body, reply.status, reply.all_headers)
-    # direct_passthrough: werkzeug hands the stream to the server as is, and a hook that
-    # reads response.data fails loudly instead of buffering the stream. The server then
-    # closes the stream, not the response: forward that, so call_on_close still works.
-    response = Response(reply, reply.status, list(reply.headers), direct_passthrough=True)
-    reply.call_on_close(response.close)
-    return response
+    return _StreamResponse(reply, reply.status, list(reply.headers), direct_passthrough=True)
+
+
+class _StreamResponse(Response):
+    """A stream as a Flask response. ``direct_passthrough``: werkzeug hands the stream to
+    the server as is, and a hook that reads ``response.data`` fails loudly instead of
+    buffering the stream. The server then closes the stream, not the response, so the
+    stream runs the ``call_on_close`` functions; it holds no reference to the response,
+    and a response a hook replaced is freed (and its stream cancelled) at once."""
+
+    def call_on_close(self, func: Callable[[], Any]) -> Callable[[], Any]:
+        self.response.call_on_close(func)  # type: ignore[union-attr]
+        return func
 
 
 def chatkit_view(

@@ -89,3 +89,27 @@ def test_chatkit_response_in_a_user_route(server: ScriptedServer) -> None:
     )
     assert response.status_code == 200
     assert sse_events(response.data)[-1]["type"] == "thread.item.done"
+
+
+def test_stream_replaced_by_a_hook_is_cancelled_and_saved(server: ScriptedServer) -> None:
+    """An ``after_request`` hook swaps the streaming response for its own: the stream is
+    never iterated nor closed, and ChatKit's cancel cleanup still runs and persists."""
+    app = flask.Flask(__name__)
+
+    @app.after_request
+    def replace(response: Any) -> Any:
+        time.sleep(0.2)  # the stream runs ahead into the answer meanwhile
+        return flask.Response("replaced", status=503)
+
+    app.add_url_rule("/chatkit", view_func=chatkit_view(server), methods=["POST"])
+    response = app.test_client().post("/chatkit", data=create_thread("deltas=100 delay=0.01"))
+    assert (response.status_code, response.data) == (503, b"replaced")
+    (thread_id,) = server.journal_store.threads
+    deadline = time.monotonic() + 5
+    kinds: list[str] = []
+    while time.monotonic() < deadline:
+        kinds = [item.type for item in server.journal_store.items[thread_id]]
+        if "sdk_hidden_context" in kinds:
+            break
+        time.sleep(0.01)
+    assert kinds == ["user_message", "assistant_message", "sdk_hidden_context"]
