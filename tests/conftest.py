@@ -8,6 +8,7 @@ each client's variants. Tests request ``make_client`` to pass options or a conte
 from __future__ import annotations
 
 import importlib
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -19,6 +20,12 @@ from tests.http_clients.base import HttpClient
 from tests.pgserver import postgres_url  # noqa: F401  (a session fixture)
 
 MEASUREMENTS: list[str] = []
+
+# A shell without job control starts background commands with SIGINT ignored, and child
+# processes inherit that: the servers these tests stop with SIGINT (Ctrl-C) would not stop.
+# A handled signal is reset to its default in a child, so handle it here.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def load_client(name: str) -> type[HttpClient]:

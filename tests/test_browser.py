@@ -22,6 +22,21 @@ pytestmark = pytest.mark.browser
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FRAMEWORKS = ["starlette", "flask"]  # one async and one sync framework
 
+SAVED_POLL = """async () => {
+    const threadId = localStorage.getItem("chatkit-demo-thread");
+    for (let poll = 0; poll < 60; poll++) {
+        const response = await fetch("/chatkit", {
+            method: "POST",
+            headers: {"Content-Type": "application/json"},
+            body: JSON.stringify({type: "threads.get_by_id", params: {thread_id: threadId}}),
+        });
+        const thread = await response.json();
+        if (thread.items.data.some(item => item.type === "assistant_message")) return poll;
+        await new Promise(resolve => setTimeout(resolve, 50));
+    }
+    return -1;
+}"""
+
 
 @pytest.fixture
 def demo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
@@ -84,6 +99,11 @@ def test_send_stream_stop_reload_keeps_partial_answer(demo: str) -> None:
             assert len(seen.split()) >= 8
             assert "OPENAI_API_KEY" not in seen  # stopped before the end of the answer
 
+            # The server notices the abort within its disconnect bound (WSGI: under 300 ms
+            # while streaming), then saves: a reload sooner than that may race the save.
+            # Wait for it through the API (each poll is one threads.get_by_id), then reload.
+            polls = page.evaluate(SAVED_POLL)
+            assert polls >= 0, "the partial answer was not saved within 3 s of the stop"
             page.reload()
             page.wait_for_selector(".assistant_message")
             page.wait_for_function(
