@@ -173,3 +173,28 @@ def request(
             stream._decode()
     stream.close()
     return stream
+
+
+def parse_response(data: bytes) -> tuple[int, bytes]:
+    """Status and (dechunked) body of one whole HTTP/1.1 response read from a socket; a
+    chunked body must end with its last chunk."""
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.split(b"\r\n")
+    status = int(status_line.split(b" ", 2)[1])
+    chunked = any(
+        name.strip().lower() == b"transfer-encoding" and b"chunked" in value.lower()
+        for name, _, value in (line.partition(b":") for line in header_lines)
+    )
+    if not chunked:
+        return status, body
+    decoded = bytearray()
+    while body:
+        size_line, _, rest = body.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            break
+        decoded += rest[:size]
+        body = rest[size + 2 :]
+    else:
+        raise AssertionError("chunked body did not end with its last chunk")
+    return status, bytes(decoded)

@@ -338,6 +338,24 @@ def all_real_targets() -> list[tuple[str, str]]:
     return targets
 
 
+def real_server_params(*marks: Any, first_only: bool = False) -> list[Any]:
+    """``pytest.param((client name, server))`` for every installed client's real servers (or
+    only its first), marked with the client's framework (``django_wsgi`` -> ``django``, so
+    ``tox -e NAME`` selects it) and *marks*."""
+    import pytest
+
+    params, seen = [], set()
+    for name, server in all_real_targets():
+        if first_only and name in seen:
+            continue
+        seen.add(name)
+        framework = getattr(pytest.mark, name.split("_")[0])
+        params.append(
+            pytest.param((name, server), id=f"{name}-{server}", marks=[framework, *marks])
+        )
+    return params
+
+
 def _stop_shared() -> None:
     for future in _shared.values():
         if future.done() and future.exception() is None:

@@ -31,13 +31,13 @@ from tests.chatkit_app import (
     sse_events,
 )
 from tests.conftest import MEASUREMENTS, MakeClient, load_client
-from tests.http_clients import CLIENTS
 from tests.rawhttp import Event, RawStream, open_stream, request
 from tests.realserver import (
     SHARED_OPTIONS,
     RunningServer,
     all_real_targets,
     prestart_shared,
+    real_server_params,
     shared_server,
     start_server,
 )
@@ -54,25 +54,7 @@ CLEANUP_TIMEOUT = SHARED_OPTIONS["cleanup_timeout"]
 ERROR_EVENT = {"type": "error", "code": "stream.error", "allow_retry": True}
 
 
-def _targets() -> list[Any]:
-    params = []
-    for name in CLIENTS:
-        try:
-            servers = load_client(name).real_servers
-        except pytest.skip.Exception:
-            continue
-        for server in servers:
-            params.append(
-                pytest.param(
-                    (name, server),
-                    id=f"{name}-{server}",
-                    marks=[getattr(pytest.mark, name.split("_")[0]), pytest.mark.realserver],
-                )
-            )
-    return params
-
-
-@pytest.fixture(params=_targets())
+@pytest.fixture(params=real_server_params(pytest.mark.realserver))
 def running(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> RunningServer:

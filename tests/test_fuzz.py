@@ -35,7 +35,14 @@ from tests.chatkit_app import add_message, create_thread, get_thread, list_threa
 from tests.conftest import MEASUREMENTS, load_client
 from tests.http_clients import CLIENTS
 from tests.http_clients.base import HttpClient, Response
-from tests.realserver import SHARED_OPTIONS, all_real_targets, prestart_shared, shared_server
+from tests.rawhttp import parse_response
+from tests.realserver import (
+    SHARED_OPTIONS,
+    all_real_targets,
+    prestart_shared,
+    real_server_params,
+    shared_server,
+)
 
 pytestmark = pytest.mark.reliability
 
@@ -375,24 +382,6 @@ async def _make(client_class: type[HttpClient], server: Any, **options: Any) -> 
 # -- Content-Length over a raw socket ---------------------------------------------------
 
 
-def _first_real_servers() -> list[Any]:
-    params = []
-    for name in CLIENTS:
-        try:
-            servers = load_client(name).real_servers
-        except pytest.skip.Exception:
-            continue
-        if servers:
-            params.append(
-                pytest.param(
-                    (name, servers[0]),
-                    id=f"{name}-{servers[0]}",
-                    marks=[getattr(pytest.mark, name.split("_")[0])],
-                )
-            )
-    return params
-
-
 def _raw(address: tuple[str, int], head: list[str], body: bytes, timeout: float = 3.0) -> bytes:
     """Send a request head and *body*, half-close, return everything answered."""
     with socket.create_connection(address, timeout=timeout) as sock:
@@ -421,22 +410,6 @@ def _complete(data: bytes) -> bool:
         if name.strip().lower() == b"content-length":
             return len(body) >= int(value.strip())
     return body.endswith(b"0\r\n\r\n")
-
-
-def _status_and_body(data: bytes) -> tuple[int, bytes]:
-    head, _, body = data.partition(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1])
-    if b"chunked" in head.lower():
-        decoded = b""
-        while body:
-            size_line, _, rest = body.partition(b"\r\n")
-            size = int(size_line.split(b";")[0], 16)
-            if size == 0:
-                break
-            decoded += rest[:size]
-            body = rest[size + 2 :]
-        body = decoded
-    return status, body
 
 
 RAW_LIMIT = SHARED_OPTIONS["max_body_size"]
@@ -473,7 +446,7 @@ RAW_CASES: dict[str, tuple[list[str], bytes, tuple[int, ...]]] = {
 
 def _raw_params() -> list[Any]:
     params = []
-    for target in _first_real_servers():
+    for target in real_server_params(first_only=True):
         adapter = target.values[0][0]
         for case in RAW_CASES:
             marks = list(target.marks)
@@ -511,14 +484,14 @@ def test_lying_or_missing_content_length_over_a_socket(
     hangs = adapter.startswith("django") and case == "declared_too_large"  # see the xfail
     answer = _raw(running.address, base + head, payload, timeout=2.0 if hangs else 10.0)
     assert answer, "no answer"
-    status, data = _status_and_body(answer)
+    status, data = parse_response(answer)
     assert status in allowed, (status, data[:300])
     if data.startswith(b"{"):
         error = json.loads(data)["error"]
         assert set(error) == {"type", "message"} and len(error["message"]) <= MAX_MESSAGE
     # the server stays healthy, and logged no traceback for it
     body = list_threads()
-    ok, _ = _status_and_body(_raw(running.address, [*base, f"Content-Length: {len(body)}"], body))
+    ok, _ = parse_response(_raw(running.address, [*base, f"Content-Length: {len(body)}"], body))
     assert ok == 200
     log = running.output()[seen:]
     # (a server's own HTTP parser may log what it refused, e.g. aiohttp's BadHttpMessage;

@@ -20,6 +20,7 @@ import pytest
 
 from tests.chatkit_app import create_thread, read_journal
 from tests.conftest import MEASUREMENTS, load_client
+from tests.rawhttp import parse_response
 from tests.realserver import RunningServer, shared_server, start_server
 
 pytestmark = [pytest.mark.reliability, pytest.mark.realserver]
@@ -68,24 +69,6 @@ async def http(
         return parse_response(data)
 
     return await asyncio.wait_for(run(), timeout)
-
-
-def parse_response(data: bytes) -> tuple[int, bytes]:
-    head, _, body = data.partition(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1])
-    if b"transfer-encoding: chunked" not in head.lower():
-        return status, body
-    decoded = bytearray()
-    while body:
-        size_line, _, rest = body.partition(b"\r\n")
-        size = int(size_line.split(b";")[0], 16)
-        if size == 0:
-            break
-        decoded += rest[:size]
-        body = rest[size + 2 :]
-    else:
-        raise AssertionError("chunked body did not end with its last chunk")
-    return status, bytes(decoded)
 
 
 def events_of(body: bytes) -> list[dict[str, Any]]:

@@ -19,30 +19,13 @@ from typing import Any
 import pytest
 
 from tests.chatkit_app import create_thread, read_journal
-from tests.conftest import MEASUREMENTS, load_client
-from tests.http_clients import CLIENTS
+from tests.conftest import MEASUREMENTS
 from tests.rawhttp import Event, RawStream, open_stream, request
-from tests.realserver import RunningServer, start_server
+from tests.realserver import RunningServer, real_server_params, start_server
 
 pytestmark = pytest.mark.realserver
 
 DISCONNECT_RUNS = 20
-
-
-def _targets() -> list[Any]:
-    params = []
-    for name in CLIENTS:
-        try:
-            servers = load_client(name).real_servers
-        except pytest.skip.Exception:
-            servers = ()
-        for server in servers:
-            params.append(
-                pytest.param(
-                    (name, server), id=f"{name}-{server}", marks=[getattr(pytest.mark, name)]
-                )
-            )
-    return params
 
 
 StartServer = Callable[..., RunningServer]
@@ -56,7 +39,7 @@ def server_pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[Any, 
         running.stop()
 
 
-@pytest.fixture(params=_targets())
+@pytest.fixture(params=real_server_params())
 def serve(
     request: pytest.FixtureRequest,
     server_pool: dict[Any, RunningServer],
