@@ -63,8 +63,8 @@ from django.http import (  # type: ignore[import-untyped,unused-ignore]
 from typing_extensions import Unpack
 
 from . import _bridge, _core, _sync
+from ._asgi import AsyncBody
 from ._core import ContextFactory, JSONReply, Options, OptionsKwargs
-from ._pump import AsyncBody
 
 __all__ = ["achatkit_response", "chatkit_response", "chatkit_view"]
 
@@ -127,8 +127,7 @@ async def _respond_asgi(
         reply = await _core.handle(
             server,
             method=request.method or "",
-            content_length=request.META.get("CONTENT_LENGTH"),
-            content_type=request.META.get("CONTENT_TYPE"),
+            headers=request.headers,
             body=body,
             context=context,
             options=opts,
@@ -149,8 +148,7 @@ def _respond_wsgi(
         reply = _sync.handle(
             server,
             method=request.method or "",
-            content_length=length,
-            content_type=meta.get("CONTENT_TYPE"),
+            headers=request.headers,
             read=meta["wsgi.input"].read if terminated else request.read,
             until_eof=True,  # Django's stream ends at Content-Length
             context=context,
