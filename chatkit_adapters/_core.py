@@ -40,7 +40,15 @@ import json
 import logging
 import os
 import sys
-from collections.abc import AsyncIterable, Awaitable, Callable, Collection, Iterable, Mapping
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Iterable,
+    Mapping,
+)
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, Final, Protocol, TypedDict, TypeVar
@@ -437,6 +445,15 @@ async def read_body(
             raise
         raise error from exc
     return collector.body()
+
+
+async def aiterate(chunks: Iterable[bytes]) -> AsyncIterator[bytes]:
+    """*chunks* as an async iterator (a body the framework already holds in memory).
+
+    ``handle(..., body=lambda: aiterate(chunks), ...)``
+    """
+    for chunk in chunks:
+        yield chunk
 
 
 def read_body_sync(
