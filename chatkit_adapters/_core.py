@@ -526,8 +526,8 @@ def ready_context(value: Any) -> Callable[[], Awaitable[Any]]:
 
 
 _REQUEST: Final = TypeAdapter(ChatKitReq)
-"""Built once: ``ChatKitServer.process`` builds a new one per request (60-67% of a small
-request's CPU time, measured in the README's benchmarks)."""
+"""Built once: ``ChatKitServer.process`` builds a new one per request, which is most of a
+small request's CPU time (see the README's benchmarks)."""
 
 
 def _request_schema_title() -> str:
