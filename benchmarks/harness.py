@@ -18,6 +18,7 @@ from __future__ import annotations
 import fnmatch
 import importlib
 import importlib.util
+import itertools
 import json
 import os
 import platform
@@ -35,10 +36,18 @@ from typing import Any
 from benchmarks import client, loadgen
 from benchmarks.inprocess import InProcess
 from benchmarks.references import hand_written_name
-from benchmarks.servers import cpu_seconds, server_kind, spawn, wait_ready, wsgi_capacity
+from benchmarks.servers import (
+    SERVERS,
+    cpu_seconds,
+    server_kind,
+    spawn,
+    variants_of,
+    wait_ready,
+    wsgi_capacity,
+)
 from tests.chatkit_app import get_thread, list_threads
 from tests.http_clients import CLIENTS
-from tests.realserver import SERVERS, RunningServer
+from tests.realserver import RunningServer
 
 DOCUMENTED = "fastapi-documented"
 DOCUMENTED_SERVER = "uvicorn"
@@ -137,6 +146,10 @@ def log(message: str) -> None:
 # -- discovery -----------------------------------------------------------------------------
 
 
+# options of a server's command line that need a package of their own
+_OPTION_PACKAGES = {("--loop", "uvloop"): "uvloop", ("--http", "httptools"): "httptools"}
+
+
 def _server_installed(server: str) -> str | None:
     """Why *server* cannot run here, or ``None``."""
     args = SERVERS[server](0)
@@ -144,8 +157,12 @@ def _server_installed(server: str) -> str | None:
     if module is None and "-c" in args:
         code = args[args.index("-c") + 1]
         module = code.split("from ", 1)[1].split()[0] if "from " in code else None
-    if module and importlib.util.find_spec(module.split(".")[0]) is None:
-        return f"{module.split('.')[0]} is not installed"
+    needed = [module.split(".")[0]] if module else []
+    pairs = set(itertools.pairwise(args))
+    needed += [package for option, package in _OPTION_PACKAGES.items() if option in pairs]
+    for package in needed:
+        if importlib.util.find_spec(package) is None:
+            return f"{package} is not installed"
     return None
 
 
@@ -176,6 +193,7 @@ def discover(
             skipped.append({"row": f"{name}@*", "reason": f"client unavailable: {exc}"})
             continue
         servers = list(client_class.real_servers)
+        servers += [v for s in client_class.real_servers for v in variants_of(s)]
         servers += [s for s in extra.get(name, ()) if s not in servers]
         for server in servers:
             kind = server_kind(server) if server in SERVERS else "?"
@@ -183,7 +201,7 @@ def discover(
             if not _matches(row, only) and server not in extra.get(name, ()):
                 continue
             if server not in SERVERS:
-                reason = "server not defined in tests.realserver.SERVERS"
+                reason = "server not defined in tests.realserver.SERVERS (nor a variant)"
                 skipped.append({"row": row.label, "reason": reason})
                 continue
             missing = _server_installed(server)
