@@ -55,6 +55,8 @@ def parse(argv: list[str] | None) -> tuple[Config, Path, bool]:
     sizes.add_argument("--connections", type=int, help="keep-alive connections for it")
     sizes.add_argument("--repeats", type=int, help="TTFE and active-disconnect repeats")
     sizes.add_argument("--streams", type=int, help="streams open at once for the memory figure")
+    sizes.add_argument("--paced-streams", type=int, help="concurrent paced streams")
+    sizes.add_argument("--paced-seconds", type=float, help="length of each paced stream")
     args = parser.parse_args(argv)
 
     overrides = {}
@@ -73,6 +75,10 @@ def parse(argv: list[str] | None) -> tuple[Config, Path, bool]:
     if args.streams is not None:
         overrides["async_streams"] = args.streams
         overrides["wsgi_streams"] = min(args.streams, 32)
+    if args.paced_streams is not None:
+        overrides["paced_streams"] = args.paced_streams
+    if args.paced_seconds is not None:
+        overrides["paced_seconds"] = args.paced_seconds
     overrides["only"] = args.only
     overrides["also"] = args.also
     overrides["loadgen"] = args.loadgen

@@ -35,7 +35,7 @@ from typing import Any
 
 from benchmarks import client, loadgen
 from benchmarks.inprocess import InProcess
-from benchmarks.references import hand_written_name
+from benchmarks.references import CACHED, hand_written_name
 from benchmarks.servers import (
     SERVERS,
     cpu_seconds,
@@ -74,6 +74,9 @@ class Config:
     async_streams: int = 500  # open at once for the memory figure (ASGI, aiohttp)
     wsgi_streams: int = 32  # same, threaded WSGI servers (at most their thread count)
     backpressure_wait: float = 2.0  # seconds the non-reading client reads nothing
+    paced_streams: int = 200  # concurrent streams at a token rate (threaded WSGI: capacity)
+    paced_rate: float = 40.0  # events/s of each
+    paced_seconds: float = 4.0  # length of each stream
     only: list[str] = field(default_factory=list)
     also: list[str] = field(default_factory=list)  # ADAPTER@SERVER not in real_servers
     loadgen: str | None = None  # "wrk" or "python-asyncio"; default: wrk if installed
@@ -94,6 +97,8 @@ class Config:
             async_streams=100,
             wsgi_streams=16,
             backpressure_wait=2.0,
+            paced_streams=50,
+            paced_seconds=2.0,
             quick=True,
         )
         sizes.update(overrides)
@@ -216,11 +221,13 @@ def discover(
 # -- plumbing ------------------------------------------------------------------------------
 
 
-def stop(running: RunningServer) -> None:
+def stop(running: RunningServer, timeout: float = 15.0) -> None:
+    """SIGTERM, SIGKILL after *timeout* (3 s for reference routes: one holding idle
+    streams it never noticed closed waits for them, a server's graceful shutdown)."""
     if running.process.returncode is not None:
         return  # stopped already
-    code = running.stop()
-    if code not in (0, -15, 143, 1):  # SIGTERM, as different servers report it
+    code = running.stop(timeout=timeout)
+    if code not in (0, -15, 143, 1) and not (timeout < 15 and code == -9):
         log(f"    note: {running.server} exited with {code}; log: {running.log}")
 
 
@@ -242,7 +249,15 @@ def attempt(results: dict[str, Any], key: str, measure: Callable[[], Any]) -> An
 def brief(value: Any) -> str:
     if not isinstance(value, dict):
         return str(value)
-    keys = ("events_per_s", "rps", "median_ms", "max_ms", "persisted", "per_stream_kib")
+    keys = (
+        "events_per_s",
+        "rps",
+        "median_ms",
+        "max_ms",
+        "persisted",
+        "per_stream_kib",
+        "cpu_ms_per_stream",
+    )
     parts = []
     for key in (*keys, "excess_kib"):
         if isinstance(value.get(key), int | float):
@@ -284,10 +299,11 @@ def _http_stream(running: RunningServer, deltas: int) -> dict[str, Any]:
 
 
 def paired_streams(
-    measures: dict[str, Callable[[], dict[str, Any]]], repeats: int, once: tuple[str, ...] = ()
+    measures: dict[str, Callable[[], dict[str, Any]]], repeats: int
 ) -> dict[str, dict[str, Any]]:
     """Events/s (and server CPU per event) of each target, measured in turn for *repeats*
-    rounds; medians per target. Targets named in *once* run in the first round only."""
+    rounds (each target once per round, so every one has the same number of samples and
+    the rounds pair up); medians per target."""
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in measures}
     errors: dict[str, str] = {}
     order = list(measures.items())
@@ -295,7 +311,7 @@ def paired_streams(
         # rotate who goes first, so no target always follows the same one
         shift = round_ % len(order)
         for name, measure in order[shift:] + order[:shift]:
-            if name in errors or (round_ and name in once):
+            if name in errors:
                 continue
             try:
                 runs[name].append(measure())
@@ -395,6 +411,12 @@ def paired_requests(
         if out[name]["non_2xx"] or out[name]["socket_errors"]:
             log(f"    note [{name}]: {out[name]['non_2xx']} non-2xx, socket errors")
     return out
+
+
+def paced_streams_for(kind: str, server: str, config: Config) -> int:
+    """Concurrent paced streams: ``paced_streams``, at most a threaded server's capacity."""
+    capacity = wsgi_capacity(server) if kind == "wsgi" else None
+    return min(config.paced_streams, capacity) if capacity else config.paced_streams
 
 
 def streams_for(kind: str, server: str, config: Config) -> int:
@@ -518,14 +540,16 @@ def _measure_reference(
 @dataclass
 class RowServers:
     """A row's servers, spawned together (idle, they cost nothing): the adapter's for the
-    throughput, resource and disconnect figures, and its hand-written route's."""
+    throughput, resource and disconnect figures, its hand-written route's and the same
+    route's with a cached request validator (``NAME-cached``)."""
 
     main: RunningServer
     cancel: RunningServer  # write_delay=cancel_write_delay, heartbeat=1
     hand: RunningServer | None
+    cached: RunningServer | None = None
 
     def all(self) -> list[RunningServer]:
-        return [s for s in (self.main, self.cancel, self.hand) if s is not None]
+        return [s for s in (self.main, self.cancel, self.hand, self.cached) if s is not None]
 
 
 def spawn_row(row: Row, session: Session) -> RowServers:
@@ -539,16 +563,52 @@ def spawn_row(row: Row, session: Session) -> RowServers:
         write_delay=config.cancel_write_delay,
         label=f"{row.adapter}-cancel",
     )
-    hand = None
+    hand = cached = None
     if row.hand_written and not _shares_documented(row):
         hand = spawn(row.server, session.workdir, reference=row.hand_written)
-    servers = RowServers(main, cancel, hand)
+    if row.hand_written:
+        cached = spawn(row.server, session.workdir, reference=row.hand_written + CACHED)
+    servers = RowServers(main, cancel, hand, cached)
     session.spawned.extend(servers.all())
     return servers
 
 
 def _shares_documented(row: Row) -> bool:
     return row.hand_written == DOCUMENTED and row.server == DOCUMENTED_SERVER
+
+
+def _ready_reference(
+    running: RunningServer | None, name: str, server: str
+) -> tuple[RunningServer | None, str, dict[str, Any]]:
+    """A reference server of the row, warmed up: (server or None if it failed, a thread id
+    for the request figure, its results dict)."""
+    results: dict[str, Any] = {"name": name, "server": server}
+    if running is None:
+        return None, "", results
+    try:
+        wait_ready(running)
+        return running, client.warm_up(running.address), results
+    except Exception as exc:
+        stop(running, timeout=3.0)
+        results["error"] = f"{type(exc).__name__}: {exc}"[:500]
+        log(f"    reference {name}: FAILED {exc}")
+        return None, "", results
+
+
+def paced(
+    servers: dict[str, RunningServer], config: Config, streams: int
+) -> dict[str, dict[str, Any]]:
+    """CPU per paced stream of each server, one after the other (see client.paced_streams)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, running in servers.items():
+        attempt(
+            out,
+            name,
+            lambda running=running: client.paced_streams(
+                running, streams, config.paced_rate, config.paced_seconds
+            ),
+        )
+    return out
 
 
 def measure_row(
@@ -564,6 +624,7 @@ def measure_row(
         "server": row.server,
         "kind": row.kind,
         "hand_written": None,
+        "hand_cached": None,
         "paired": {},
     }
     log(f"[{row.label}]")
@@ -573,41 +634,46 @@ def measure_row(
         wait_ready(main)
         wait_ready(cancel)
         main_thread = client.warm_up(main.address)
-        hand: RunningServer | None = servers.hand
-        hand_thread = ""
+        hand: RunningServer | None
         hand_results: dict[str, Any] | None = None
         if _shares_documented(row):
             hand, hand_thread = session.documented, session.documented_thread
             hand_results = {"name": DOCUMENTED, "server": row.server, "shared": "documented"}
-        elif hand is not None:
-            hand_results = {"name": row.hand_written, "server": row.server}
-            try:
-                wait_ready(hand)
-                hand_thread = client.warm_up(hand.address)
-            except Exception as exc:
-                stop(hand)
-                hand = None
-                hand_results["error"] = f"{type(exc).__name__}: {exc}"[:500]
-                log(f"    hand-written route {row.hand_written}: FAILED {exc}")
-        results["hand_written"] = hand_results
+        else:
+            hand, hand_thread, hand_results = _ready_reference(
+                servers.hand, row.hand_written or "", row.server
+            )
+        cached, cached_thread, cached_results = _ready_reference(
+            servers.cached, (row.hand_written or "") + CACHED, row.server
+        )
+        if row.hand_written:
+            results["hand_written"] = hand_results
+            results["hand_cached"] = cached_results
         documented = session.documented
         shared = hand is not None and hand is documented
+        # the row's references, by the key their figures are measured under
+        references: dict[str, tuple[RunningServer, dict[str, Any] | None]] = {}
+        if hand is not None:
+            references["doc" if shared else "hand"] = (hand, hand_results)
+        if cached is not None:
+            references["cached"] = (cached, cached_results)
 
-        # time to first event: adapter, hand-written route, documented wiring in turn
+        # time to first event: adapter, its references, documented wiring in turn
         addresses: dict[str, Any] = {"row": main.address}
-        if hand is not None and not shared:
-            addresses["hand"] = hand.address
+        addresses.update({key: running.address for key, (running, _) in references.items()})
         if documented is not None:
             addresses["doc"] = documented.address
         ttfe = paired_ttfe(addresses, config.ttfe_repeats)
         results["ttfe"] = ttfe["row"]
         if "doc" in ttfe:
             results["paired"]["documented_ttfe"] = ttfe["doc"]
-        if hand_results is not None and hand is not None:
-            hand_results["ttfe"] = ttfe["doc" if shared else "hand"]
+        for key, (_, own) in references.items():
+            if own is not None:
+                own["ttfe"] = ttfe[key]
         log(f"    ttfe: {brief(ttfe)}")
 
-        # stream throughput: adapter, documented, in-process, hand-written in turn
+        # stream throughput: adapter, documented, in-process and references in turn, the
+        # same number of rounds each
         measures: dict[str, Callable[[], dict[str, Any]]] = {
             "row": lambda: _http_stream(main, config.deltas)
         }
@@ -615,25 +681,40 @@ def measure_row(
             measures["doc"] = lambda: _http_stream(documented, config.deltas)
         if session.inprocess is not None:
             measures["in_process"] = in_process_stream(session)
-        if hand is not None and not shared:
-            measures["hand"] = lambda: _http_stream(hand, config.deltas)
-        streams = paired_streams(measures, config.stream_repeats, once=("hand",))
+        for key, (running, _) in references.items():
+            measures.setdefault(key, lambda running=running: _http_stream(running, config.deltas))
+        streams = paired_streams(measures, config.stream_repeats)
         results["stream"] = streams["row"]
         results["paired"]["documented_stream"] = streams.get("doc")
         results["paired"]["in_process_stream"] = streams.get("in_process")
-        if hand_results is not None and hand is not None:
-            hand_results["stream"] = streams["doc" if shared else "hand"]
+        for key, (_, own) in references.items():
+            if own is not None:
+                own["stream"] = streams[key]
         log(f"    stream: {brief(streams)}")
 
-        # request throughput: adapter and hand-written route in turn
+        # request throughput: adapter and references in turn
         pairs = {"row": (main, main_thread)}
         if hand is not None:
             pairs["hand"] = (hand, hand_thread)
+        if cached is not None:
+            pairs["cached"] = (cached, cached_thread)
         requests = paired_requests(pairs, config, session.tool)
         results["request"] = requests["row"]
         if hand_results is not None and "hand" in requests:
             hand_results["request"] = requests["hand"]
+        if cached is not None:
+            cached_results["request"] = requests["cached"]
         log(f"    request: {brief(requests)}")
+
+        # many streams at a token rate: CPU per stream, adapter and references in turn
+        count = paced_streams_for(row.kind, row.server, config)
+        targets = {"row": main}
+        targets.update({key: running for key, (running, _) in references.items()})
+        paced_results = paced(targets, config, count)
+        results["paced"] = paced_results["row"]
+        for key, (_, own) in references.items():
+            if own is not None:
+                own["paced"] = paced_results[key]
 
         if hand is not None and hand_results is not None:
             # the same idle streams on the hand-written route: the adapter's overhead is
@@ -646,8 +727,9 @@ def measure_row(
                 count = streams_for(row.kind, row.server, config)
                 attempt(hand_results, "memory", lambda: client.memory_per_stream(hand, count))
                 log(f"    hand-written memory: {brief(hand_results.get('memory'))}")
-        if hand is not None and not shared:
-            stop(hand)
+        for reference in (hand, cached):
+            if reference is not None and reference is not documented:
+                stop(reference, timeout=3.0)  # its idle streams are not noticed closed
         prefetch()
         measure_resources(main, config, row.kind, cleanup=True, results=results)
         stop(main)
@@ -660,7 +742,7 @@ def measure_row(
         prefetch()  # idempotent
         for running in servers.all():
             if running is not cancel:
-                stop(running)
+                stop(running, timeout=3.0)
     try:
         session.await_prefetched()
         wait_ready(cancel)

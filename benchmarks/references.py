@@ -1,8 +1,9 @@
 """The reference apps the adapters are compared with: no chatkit_adapters code in here.
 
-- ``fastapi-documented``: ChatKit's documented FastAPI wiring, verbatim::
+- ``fastapi-documented``: ChatKit's documented FastAPI wiring, verbatim (``process`` is
+  ``server.process`` in every reference but the ``-cached`` ones)::
 
-      result = await process(await request.body(), {})
+      result = await server.process(await request.body(), {})
       if isinstance(result, StreamingResult):
           return StreamingResponse(result, media_type="text/event-stream")
       return Response(content=result.json, media_type="application/json")
@@ -10,8 +11,9 @@
 - one "hand-written route" per framework: that wiring translated to the framework as its
   users would write it. Sync frameworks (Flask, Django under WSGI, raw WSGI) run
   ``server.process`` on one event loop that lives in a thread of its own for the whole
-  process (``asyncio.run_coroutine_threadsafe``), and a stream on that loop one event per
-  hop: the bridge a user writes without this library, and no slower than one.
+  process (``asyncio.run_coroutine_threadsafe``); a stream is iterated by one task on that
+  loop and handed to the request thread through a queue, one event per write: the
+  bridge a user writes without this library.
 
 - ``NAME-cached``: each of those (``fastapi-documented-cached`` too) with
   :func:`cached_process` in place of ``server.process``: ChatKit's ``process()`` line for
@@ -26,10 +28,11 @@ Every app answers POST at ``/chatkit``. Build one with :func:`reference_app`.
 # annotations at runtime, and the framework names are imported inside the factories.
 import asyncio
 import os
+import queue
 import sys
 import threading
 import types
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from functools import partial
 from typing import Any
 
@@ -188,18 +191,13 @@ LOOP = _LoopThread()
 _END = object()
 
 
-async def _next(iterator: AsyncIterator[bytes]) -> Any:
-    try:
-        return await anext(iterator)
-    except StopAsyncIteration:
-        return _END
-
-
 def loop_process(process: Process, body: bytes) -> bytes | Iterator[bytes]:
-    """``process(body, {})`` on the shared loop; a stream is driven there one event per hop."""
+    """``process(body, {})`` on the shared loop. A stream is iterated there by one task
+    (ChatKit's context variables need one task for its whole life) that hands each event
+    to the request thread through a queue; the thread yields them one by one."""
     result = LOOP.run(_call(process, body))
     if isinstance(result, StreamingResult):
-        return _drive(aiter(result))
+        return _drive(result)
     return bytes(result.json)
 
 
@@ -207,14 +205,26 @@ async def _call(process: Process, body: bytes) -> Result:
     return await process(body, {})
 
 
-def _drive(iterator: AsyncIterator[bytes]) -> Iterator[bytes]:
+def _drive(result: StreamingResult) -> Iterator[bytes]:
+    events: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+    async def produce() -> None:
+        try:
+            async for chunk in result:
+                events.put(chunk)
+        except Exception as exc:
+            events.put(exc)
+        finally:
+            events.put(_END)
+
+    task = asyncio.run_coroutine_threadsafe(produce(), LOOP.loop())
     try:
-        while (chunk := LOOP.run(_next(iterator))) is not _END:
-            yield chunk
+        while (item := events.get()) is not _END:
+            if isinstance(item, Exception):
+                raise item
+            yield item
     finally:
-        aclose = getattr(iterator, "aclose", None)
-        if aclose is not None:
-            LOOP.run(aclose())
+        task.cancel()  # the server closed the response early: cancel the stream's task
 
 
 def wsgi_route(process: Process) -> Any:
