@@ -77,6 +77,7 @@ class Config:
     paced_streams: int = 200  # concurrent streams at a token rate (threaded WSGI: capacity)
     paced_rate: float = 40.0  # events/s of each
     paced_seconds: float = 4.0  # length of each stream
+    paced_stagger: float = 1.0  # the streams start evenly over this many seconds
     only: list[str] = field(default_factory=list)
     also: list[str] = field(default_factory=list)  # ADAPTER@SERVER not in real_servers
     loadgen: str | None = None  # "wrk" or "python-asyncio"; default: wrk if installed
@@ -96,9 +97,10 @@ class Config:
             reference_cancel_repeats=3,
             async_streams=100,
             wsgi_streams=16,
-            backpressure_wait=2.0,
+            backpressure_wait=1.0,
             paced_streams=50,
             paced_seconds=2.0,
+            paced_stagger=0.5,
             quick=True,
         )
         sizes.update(overrides)
@@ -605,7 +607,7 @@ def paced(
             out,
             name,
             lambda running=running: client.paced_streams(
-                running, streams, config.paced_rate, config.paced_seconds
+                running, streams, config.paced_rate, config.paced_seconds, config.paced_stagger
             ),
         )
     return out
@@ -729,7 +731,7 @@ def measure_row(
                 log(f"    hand-written memory: {brief(hand_results.get('memory'))}")
         for reference in (hand, cached):
             if reference is not None and reference is not documented:
-                stop(reference, timeout=3.0)  # its idle streams are not noticed closed
+                stop(reference, timeout=0.5)  # its idle streams are never noticed closed
         prefetch()
         measure_resources(main, config, row.kind, cleanup=True, results=results)
         stop(main)
