@@ -70,6 +70,7 @@ class Config:
     cancel_repeats: int = 10  # active disconnects per adapter row
     idle_repeats: int = 5  # idle disconnects (heartbeat=1) per adapter row
     reference_cancel_repeats: int = 5
+    reference_sweep: float = 1.5  # seconds the references get to persist anything at all
     cancel_write_delay: float = 0.001  # store write_delay of the disconnect figures
     async_streams: int = 500  # open at once for the memory figure (ASGI, aiohttp)
     wsgi_streams: int = 32  # same, threaded WSGI servers (at most their thread count)
@@ -95,6 +96,7 @@ class Config:
             cancel_repeats=3,
             idle_repeats=2,
             reference_cancel_repeats=3,
+            reference_sweep=0.5,
             async_streams=100,
             wsgi_streams=16,
             backpressure_wait=1.0,
@@ -449,7 +451,7 @@ def measure_disconnects(
 ) -> None:
     for key, idle in (("cancel_active", False), ("cancel_idle", True)):
         if reference:
-            repeats, wait, sweep = config.reference_cancel_repeats, 0.0, 1.5
+            repeats, wait, sweep = config.reference_cancel_repeats, 0.0, config.reference_sweep
         else:
             repeats = config.idle_repeats if idle else config.cancel_repeats
             wait, sweep = 10.0, 0.0
