@@ -9,6 +9,7 @@ machine, same clock).
 
 from __future__ import annotations
 
+import asyncio
 import random
 import socket
 import statistics
@@ -396,3 +397,73 @@ def check_json(address: tuple[str, int], body: bytes) -> dict[str, Any]:
         sock.close()
     status, headers, data = split_response(b"".join(chunks))
     return {"status": status, "content_type": headers.get("content-type", ""), "bytes": len(data)}
+
+
+# -- paced streams: many at once, at a token rate ------------------------------------------
+
+
+def paced_streams(
+    running: RunningServer, streams: int, rate: float, seconds: float, stagger: float = 1.0
+) -> dict:
+    """*streams* concurrent streams of *rate* events/s for *seconds* each (started evenly
+    over *stagger* s): the server's CPU time (user+system, process tree) per stream, from
+    the first request to the last stream's end. The cost of serving a typical chat load,
+    which a busy machine barely moves, unlike a rate."""
+    deltas = max(1, round(rate * seconds))
+    body = create_thread(f"deltas={deltas} delay={1 / rate:.6f}")
+    expected = deltas + 5
+    pid = running.process.pid
+    cpu_before = cpu_seconds(pid)
+    started = time.perf_counter()
+    outcomes = asyncio.run(_paced(running.address, body, streams, stagger, seconds + 60))
+    wall = time.perf_counter() - started
+    time.sleep(0.1)  # the last stream's final store write
+    cpu = cpu_seconds(pid) - cpu_before
+    complete = [o for o in outcomes if o["status"] == 200 and o["events"] >= expected]
+    failed = [o for o in outcomes if o not in complete]
+    if failed:
+        raise RuntimeError(f"{len(failed)}/{streams} paced streams incomplete: {failed[:3]}")
+    events = sum(o["events"] for o in complete)
+    durations = [o["seconds"] for o in complete]
+    return {
+        "streams": streams,
+        "rate": rate,
+        "seconds_per_stream": seconds,
+        "events": events,
+        "wall_seconds": wall,
+        "stream_seconds_median": statistics.median(durations),
+        "stream_seconds_max": max(durations),
+        "cpu_seconds": cpu,
+        "cpu_ms_per_stream": cpu / streams * 1000,
+        "cpu_us_per_event": cpu / events * 1e6,
+    }
+
+
+async def _paced(
+    address: tuple[str, int], body: bytes, streams: int, stagger: float, timeout: float
+) -> list[dict]:
+    request = request_bytes(address, body)
+
+    async def one(index: int) -> dict:
+        await asyncio.sleep(stagger * index / streams)
+        started = time.perf_counter()
+        reader, writer = await asyncio.open_connection(*address)
+        chunks: list[bytes] = []
+        tail = b""
+        try:
+            writer.write(request)
+            async with asyncio.timeout(timeout):
+                while data := await reader.read(1 << 16):
+                    chunks.append(data)
+                    tail = (tail + data)[-7:]
+                    if tail.endswith(b"\r\n0\r\n\r\n"):
+                        break
+        except (OSError, TimeoutError) as exc:
+            return {"status": 0, "events": 0, "seconds": 0.0, "error": repr(exc)[:200]}
+        finally:
+            writer.close()
+        status, _, data = split_response(b"".join(chunks))
+        events = count_events(data)
+        return {"status": status, "events": events, "seconds": time.perf_counter() - started}
+
+    return list(await asyncio.gather(*(one(i) for i in range(streams))))

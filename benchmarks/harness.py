@@ -18,6 +18,7 @@ from __future__ import annotations
 import fnmatch
 import importlib
 import importlib.util
+import itertools
 import json
 import os
 import platform
@@ -34,11 +35,19 @@ from typing import Any
 
 from benchmarks import client, loadgen
 from benchmarks.inprocess import InProcess
-from benchmarks.references import hand_written_name
-from benchmarks.servers import cpu_seconds, server_kind, spawn, wait_ready, wsgi_capacity
+from benchmarks.references import CACHED, hand_written_name
+from benchmarks.servers import (
+    SERVERS,
+    cpu_seconds,
+    server_kind,
+    spawn,
+    variants_of,
+    wait_ready,
+    wsgi_capacity,
+)
 from tests.chatkit_app import get_thread, list_threads
 from tests.http_clients import CLIENTS
-from tests.realserver import SERVERS, RunningServer
+from tests.realserver import RunningServer
 
 DOCUMENTED = "fastapi-documented"
 DOCUMENTED_SERVER = "uvicorn"
@@ -61,10 +70,15 @@ class Config:
     cancel_repeats: int = 10  # active disconnects per adapter row
     idle_repeats: int = 5  # idle disconnects (heartbeat=1) per adapter row
     reference_cancel_repeats: int = 5
+    reference_sweep: float = 1.5  # seconds the references get to persist anything at all
     cancel_write_delay: float = 0.001  # store write_delay of the disconnect figures
     async_streams: int = 500  # open at once for the memory figure (ASGI, aiohttp)
     wsgi_streams: int = 32  # same, threaded WSGI servers (at most their thread count)
     backpressure_wait: float = 2.0  # seconds the non-reading client reads nothing
+    paced_streams: int = 200  # concurrent streams at a token rate (threaded WSGI: capacity)
+    paced_rate: float = 40.0  # events/s of each
+    paced_seconds: float = 4.0  # length of each stream
+    paced_stagger: float = 1.0  # the streams start evenly over this many seconds
     only: list[str] = field(default_factory=list)
     also: list[str] = field(default_factory=list)  # ADAPTER@SERVER not in real_servers
     loadgen: str | None = None  # "wrk" or "python-asyncio"; default: wrk if installed
@@ -82,9 +96,13 @@ class Config:
             cancel_repeats=3,
             idle_repeats=2,
             reference_cancel_repeats=3,
+            reference_sweep=0.5,
             async_streams=100,
             wsgi_streams=16,
-            backpressure_wait=2.0,
+            backpressure_wait=1.0,
+            paced_streams=50,
+            paced_seconds=2.0,
+            paced_stagger=0.5,
             quick=True,
         )
         sizes.update(overrides)
@@ -137,6 +155,10 @@ def log(message: str) -> None:
 # -- discovery -----------------------------------------------------------------------------
 
 
+# options of a server's command line that need a package of their own
+_OPTION_PACKAGES = {("--loop", "uvloop"): "uvloop", ("--http", "httptools"): "httptools"}
+
+
 def _server_installed(server: str) -> str | None:
     """Why *server* cannot run here, or ``None``."""
     args = SERVERS[server](0)
@@ -144,8 +166,12 @@ def _server_installed(server: str) -> str | None:
     if module is None and "-c" in args:
         code = args[args.index("-c") + 1]
         module = code.split("from ", 1)[1].split()[0] if "from " in code else None
-    if module and importlib.util.find_spec(module.split(".")[0]) is None:
-        return f"{module.split('.')[0]} is not installed"
+    needed = [module.split(".")[0]] if module else []
+    pairs = set(itertools.pairwise(args))
+    needed += [package for option, package in _OPTION_PACKAGES.items() if option in pairs]
+    for package in needed:
+        if importlib.util.find_spec(package) is None:
+            return f"{package} is not installed"
     return None
 
 
@@ -176,6 +202,7 @@ def discover(
             skipped.append({"row": f"{name}@*", "reason": f"client unavailable: {exc}"})
             continue
         servers = list(client_class.real_servers)
+        servers += [v for s in client_class.real_servers for v in variants_of(s)]
         servers += [s for s in extra.get(name, ()) if s not in servers]
         for server in servers:
             kind = server_kind(server) if server in SERVERS else "?"
@@ -183,7 +210,7 @@ def discover(
             if not _matches(row, only) and server not in extra.get(name, ()):
                 continue
             if server not in SERVERS:
-                reason = "server not defined in tests.realserver.SERVERS"
+                reason = "server not defined in tests.realserver.SERVERS (nor a variant)"
                 skipped.append({"row": row.label, "reason": reason})
                 continue
             missing = _server_installed(server)
@@ -198,11 +225,13 @@ def discover(
 # -- plumbing ------------------------------------------------------------------------------
 
 
-def stop(running: RunningServer) -> None:
+def stop(running: RunningServer, timeout: float = 15.0) -> None:
+    """SIGTERM, SIGKILL after *timeout* (3 s for reference routes: one holding idle
+    streams it never noticed closed waits for them, a server's graceful shutdown)."""
     if running.process.returncode is not None:
         return  # stopped already
-    code = running.stop()
-    if code not in (0, -15, 143, 1):  # SIGTERM, as different servers report it
+    code = running.stop(timeout=timeout)
+    if code not in (0, -15, 143, 1) and not (timeout < 15 and code == -9):
         log(f"    note: {running.server} exited with {code}; log: {running.log}")
 
 
@@ -224,7 +253,15 @@ def attempt(results: dict[str, Any], key: str, measure: Callable[[], Any]) -> An
 def brief(value: Any) -> str:
     if not isinstance(value, dict):
         return str(value)
-    keys = ("events_per_s", "rps", "median_ms", "max_ms", "persisted", "per_stream_kib")
+    keys = (
+        "events_per_s",
+        "rps",
+        "median_ms",
+        "max_ms",
+        "persisted",
+        "per_stream_kib",
+        "cpu_ms_per_stream",
+    )
     parts = []
     for key in (*keys, "excess_kib"):
         if isinstance(value.get(key), int | float):
@@ -266,10 +303,11 @@ def _http_stream(running: RunningServer, deltas: int) -> dict[str, Any]:
 
 
 def paired_streams(
-    measures: dict[str, Callable[[], dict[str, Any]]], repeats: int, once: tuple[str, ...] = ()
+    measures: dict[str, Callable[[], dict[str, Any]]], repeats: int
 ) -> dict[str, dict[str, Any]]:
     """Events/s (and server CPU per event) of each target, measured in turn for *repeats*
-    rounds; medians per target. Targets named in *once* run in the first round only."""
+    rounds (each target once per round, so every one has the same number of samples and
+    the rounds pair up); medians per target."""
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in measures}
     errors: dict[str, str] = {}
     order = list(measures.items())
@@ -277,7 +315,7 @@ def paired_streams(
         # rotate who goes first, so no target always follows the same one
         shift = round_ % len(order)
         for name, measure in order[shift:] + order[:shift]:
-            if name in errors or (round_ and name in once):
+            if name in errors:
                 continue
             try:
                 runs[name].append(measure())
@@ -379,6 +417,12 @@ def paired_requests(
     return out
 
 
+def paced_streams_for(kind: str, server: str, config: Config) -> int:
+    """Concurrent paced streams: ``paced_streams``, at most a threaded server's capacity."""
+    capacity = wsgi_capacity(server) if kind == "wsgi" else None
+    return min(config.paced_streams, capacity) if capacity else config.paced_streams
+
+
 def streams_for(kind: str, server: str, config: Config) -> int:
     if kind != "wsgi":
         return config.async_streams
@@ -407,7 +451,7 @@ def measure_disconnects(
 ) -> None:
     for key, idle in (("cancel_active", False), ("cancel_idle", True)):
         if reference:
-            repeats, wait, sweep = config.reference_cancel_repeats, 0.0, 1.5
+            repeats, wait, sweep = config.reference_cancel_repeats, 0.0, config.reference_sweep
         else:
             repeats = config.idle_repeats if idle else config.cancel_repeats
             wait, sweep = 10.0, 0.0
@@ -500,14 +544,16 @@ def _measure_reference(
 @dataclass
 class RowServers:
     """A row's servers, spawned together (idle, they cost nothing): the adapter's for the
-    throughput, resource and disconnect figures, and its hand-written route's."""
+    throughput, resource and disconnect figures, its hand-written route's and the same
+    route's with a cached request validator (``NAME-cached``)."""
 
     main: RunningServer
     cancel: RunningServer  # write_delay=cancel_write_delay, heartbeat=1
     hand: RunningServer | None
+    cached: RunningServer | None = None
 
     def all(self) -> list[RunningServer]:
-        return [s for s in (self.main, self.cancel, self.hand) if s is not None]
+        return [s for s in (self.main, self.cancel, self.hand, self.cached) if s is not None]
 
 
 def spawn_row(row: Row, session: Session) -> RowServers:
@@ -521,16 +567,52 @@ def spawn_row(row: Row, session: Session) -> RowServers:
         write_delay=config.cancel_write_delay,
         label=f"{row.adapter}-cancel",
     )
-    hand = None
+    hand = cached = None
     if row.hand_written and not _shares_documented(row):
         hand = spawn(row.server, session.workdir, reference=row.hand_written)
-    servers = RowServers(main, cancel, hand)
+    if row.hand_written:
+        cached = spawn(row.server, session.workdir, reference=row.hand_written + CACHED)
+    servers = RowServers(main, cancel, hand, cached)
     session.spawned.extend(servers.all())
     return servers
 
 
 def _shares_documented(row: Row) -> bool:
     return row.hand_written == DOCUMENTED and row.server == DOCUMENTED_SERVER
+
+
+def _ready_reference(
+    running: RunningServer | None, name: str, server: str
+) -> tuple[RunningServer | None, str, dict[str, Any]]:
+    """A reference server of the row, warmed up: (server or None if it failed, a thread id
+    for the request figure, its results dict)."""
+    results: dict[str, Any] = {"name": name, "server": server}
+    if running is None:
+        return None, "", results
+    try:
+        wait_ready(running)
+        return running, client.warm_up(running.address), results
+    except Exception as exc:
+        stop(running, timeout=3.0)
+        results["error"] = f"{type(exc).__name__}: {exc}"[:500]
+        log(f"    reference {name}: FAILED {exc}")
+        return None, "", results
+
+
+def paced(
+    servers: dict[str, RunningServer], config: Config, streams: int
+) -> dict[str, dict[str, Any]]:
+    """CPU per paced stream of each server, one after the other (see client.paced_streams)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, running in servers.items():
+        attempt(
+            out,
+            name,
+            lambda running=running: client.paced_streams(
+                running, streams, config.paced_rate, config.paced_seconds, config.paced_stagger
+            ),
+        )
+    return out
 
 
 def measure_row(
@@ -546,6 +628,7 @@ def measure_row(
         "server": row.server,
         "kind": row.kind,
         "hand_written": None,
+        "hand_cached": None,
         "paired": {},
     }
     log(f"[{row.label}]")
@@ -555,41 +638,46 @@ def measure_row(
         wait_ready(main)
         wait_ready(cancel)
         main_thread = client.warm_up(main.address)
-        hand: RunningServer | None = servers.hand
-        hand_thread = ""
+        hand: RunningServer | None
         hand_results: dict[str, Any] | None = None
         if _shares_documented(row):
             hand, hand_thread = session.documented, session.documented_thread
             hand_results = {"name": DOCUMENTED, "server": row.server, "shared": "documented"}
-        elif hand is not None:
-            hand_results = {"name": row.hand_written, "server": row.server}
-            try:
-                wait_ready(hand)
-                hand_thread = client.warm_up(hand.address)
-            except Exception as exc:
-                stop(hand)
-                hand = None
-                hand_results["error"] = f"{type(exc).__name__}: {exc}"[:500]
-                log(f"    hand-written route {row.hand_written}: FAILED {exc}")
-        results["hand_written"] = hand_results
+        else:
+            hand, hand_thread, hand_results = _ready_reference(
+                servers.hand, row.hand_written or "", row.server
+            )
+        cached, cached_thread, cached_results = _ready_reference(
+            servers.cached, (row.hand_written or "") + CACHED, row.server
+        )
+        if row.hand_written:
+            results["hand_written"] = hand_results
+            results["hand_cached"] = cached_results
         documented = session.documented
         shared = hand is not None and hand is documented
+        # the row's references, by the key their figures are measured under
+        references: dict[str, tuple[RunningServer, dict[str, Any] | None]] = {}
+        if hand is not None:
+            references["doc" if shared else "hand"] = (hand, hand_results)
+        if cached is not None:
+            references["cached"] = (cached, cached_results)
 
-        # time to first event: adapter, hand-written route, documented wiring in turn
+        # time to first event: adapter, its references, documented wiring in turn
         addresses: dict[str, Any] = {"row": main.address}
-        if hand is not None and not shared:
-            addresses["hand"] = hand.address
+        addresses.update({key: running.address for key, (running, _) in references.items()})
         if documented is not None:
             addresses["doc"] = documented.address
         ttfe = paired_ttfe(addresses, config.ttfe_repeats)
         results["ttfe"] = ttfe["row"]
         if "doc" in ttfe:
             results["paired"]["documented_ttfe"] = ttfe["doc"]
-        if hand_results is not None and hand is not None:
-            hand_results["ttfe"] = ttfe["doc" if shared else "hand"]
+        for key, (_, own) in references.items():
+            if own is not None:
+                own["ttfe"] = ttfe[key]
         log(f"    ttfe: {brief(ttfe)}")
 
-        # stream throughput: adapter, documented, in-process, hand-written in turn
+        # stream throughput: adapter, documented, in-process and references in turn, the
+        # same number of rounds each
         measures: dict[str, Callable[[], dict[str, Any]]] = {
             "row": lambda: _http_stream(main, config.deltas)
         }
@@ -597,25 +685,40 @@ def measure_row(
             measures["doc"] = lambda: _http_stream(documented, config.deltas)
         if session.inprocess is not None:
             measures["in_process"] = in_process_stream(session)
-        if hand is not None and not shared:
-            measures["hand"] = lambda: _http_stream(hand, config.deltas)
-        streams = paired_streams(measures, config.stream_repeats, once=("hand",))
+        for key, (running, _) in references.items():
+            measures.setdefault(key, lambda running=running: _http_stream(running, config.deltas))
+        streams = paired_streams(measures, config.stream_repeats)
         results["stream"] = streams["row"]
         results["paired"]["documented_stream"] = streams.get("doc")
         results["paired"]["in_process_stream"] = streams.get("in_process")
-        if hand_results is not None and hand is not None:
-            hand_results["stream"] = streams["doc" if shared else "hand"]
+        for key, (_, own) in references.items():
+            if own is not None:
+                own["stream"] = streams[key]
         log(f"    stream: {brief(streams)}")
 
-        # request throughput: adapter and hand-written route in turn
+        # request throughput: adapter and references in turn
         pairs = {"row": (main, main_thread)}
         if hand is not None:
             pairs["hand"] = (hand, hand_thread)
+        if cached is not None:
+            pairs["cached"] = (cached, cached_thread)
         requests = paired_requests(pairs, config, session.tool)
         results["request"] = requests["row"]
         if hand_results is not None and "hand" in requests:
             hand_results["request"] = requests["hand"]
+        if cached is not None:
+            cached_results["request"] = requests["cached"]
         log(f"    request: {brief(requests)}")
+
+        # many streams at a token rate: CPU per stream, adapter and references in turn
+        count = paced_streams_for(row.kind, row.server, config)
+        targets = {"row": main}
+        targets.update({key: running for key, (running, _) in references.items()})
+        paced_results = paced(targets, config, count)
+        results["paced"] = paced_results["row"]
+        for key, (_, own) in references.items():
+            if own is not None:
+                own["paced"] = paced_results[key]
 
         if hand is not None and hand_results is not None:
             # the same idle streams on the hand-written route: the adapter's overhead is
@@ -628,8 +731,9 @@ def measure_row(
                 count = streams_for(row.kind, row.server, config)
                 attempt(hand_results, "memory", lambda: client.memory_per_stream(hand, count))
                 log(f"    hand-written memory: {brief(hand_results.get('memory'))}")
-        if hand is not None and not shared:
-            stop(hand)
+        for reference in (hand, cached):
+            if reference is not None and reference is not documented:
+                stop(reference, timeout=0.5)  # its idle streams are never noticed closed
         prefetch()
         measure_resources(main, config, row.kind, cleanup=True, results=results)
         stop(main)
@@ -642,7 +746,7 @@ def measure_row(
         prefetch()  # idempotent
         for running in servers.all():
             if running is not cancel:
-                stop(running)
+                stop(running, timeout=3.0)
     try:
         session.await_prefetched()
         wait_ready(cancel)

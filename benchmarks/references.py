@@ -1,6 +1,7 @@
 """The reference apps the adapters are compared with: no chatkit_adapters code in here.
 
-- ``fastapi-documented``: ChatKit's documented FastAPI wiring, verbatim::
+- ``fastapi-documented``: ChatKit's documented FastAPI wiring, verbatim (``process`` is
+  ``server.process`` in every reference but the ``-cached`` ones)::
 
       result = await server.process(await request.body(), {})
       if isinstance(result, StreamingResult):
@@ -9,9 +10,16 @@
 
 - one "hand-written route" per framework: that wiring translated to the framework as its
   users would write it. Sync frameworks (Flask, Django under WSGI, raw WSGI) run
-  ``server.process`` on a fresh event loop per request, like ``asyncio.run`` (and a stream
-  on that private loop, one ``run_until_complete`` per event): the naive bridge a user
-  writes without this library.
+  ``server.process`` on one event loop that lives in a thread of its own for the whole
+  process (``asyncio.run_coroutine_threadsafe``); a stream is iterated by one task on that
+  loop and handed to the request thread through a queue, one event per write: the
+  bridge a user writes without this library.
+
+- ``NAME-cached``: each of those (``fastapi-documented-cached`` too) with
+  :func:`cached_process` in place of ``server.process``: ChatKit's ``process()`` line for
+  line, with its ``TypeAdapter`` built once instead of per call (what a user who profiled
+  it would write). The adapter against ``NAME`` shows what it buys in all; against
+  ``NAME-cached``, what it buys besides parsing once (the pump, coalescing, ...).
 
 Every app answers POST at ``/chatkit``. Build one with :func:`reference_app`.
 """
@@ -19,20 +27,42 @@ Every app answers POST at ``/chatkit``. Build one with :func:`reference_app`.
 # No ``from __future__ import annotations``: FastAPI and Litestar read the handlers'
 # annotations at runtime, and the framework names are imported inside the factories.
 import asyncio
+import os
+import queue
 import sys
+import threading
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from functools import partial
 from typing import Any
 
-from chatkit.server import ChatKitServer, StreamingResult
+from chatkit.server import ChatKitServer, NonStreamingResult, StreamingResult
+from chatkit.server import logger as chatkit_logger
+from chatkit.types import ChatKitReq, is_streaming_req
+from pydantic import TypeAdapter
 
 Server = ChatKitServer[Any]
+Result = StreamingResult | NonStreamingResult
+Process = Callable[[bytes, Any], Awaitable[Result]]
+"""``server.process`` or :func:`cached_process` bound to a server: ``await process(body, {})``."""
+
+_REQUEST = TypeAdapter(ChatKitReq)
+
+
+async def cached_process(server: Server, body: bytes, context: Any) -> Result:
+    """``ChatKitServer.process`` with its ``TypeAdapter`` built once (it builds one per call)."""
+    request = _REQUEST.validate_json(body)
+    chatkit_logger.info("Received request op: %s", request.type)
+    if is_streaming_req(request):
+        return StreamingResult(server._process_streaming(request, context))
+    return NonStreamingResult(await server._process_non_streaming(request, context))
+
 
 SSE = "text/event-stream"
 JSON = "application/json"
 
 
-def fastapi_documented(server: Server) -> Any:
+def fastapi_documented(process: Process) -> Any:
     from fastapi import FastAPI, Request
     from fastapi.responses import Response, StreamingResponse
 
@@ -40,7 +70,7 @@ def fastapi_documented(server: Server) -> Any:
 
     @app.post("/chatkit")
     async def chatkit_endpoint(request: Request) -> Response:
-        result = await server.process(await request.body(), {})
+        result = await process(await request.body(), {})
         if isinstance(result, StreamingResult):
             return StreamingResponse(result, media_type=SSE)
         return Response(content=result.json, media_type=JSON)
@@ -48,14 +78,14 @@ def fastapi_documented(server: Server) -> Any:
     return app
 
 
-def starlette_route(server: Server) -> Any:
+def starlette_route(process: Process) -> Any:
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import Response, StreamingResponse
     from starlette.routing import Route
 
     async def chatkit_endpoint(request: Request) -> Response:
-        result = await server.process(await request.body(), {})
+        result = await process(await request.body(), {})
         if isinstance(result, StreamingResult):
             return StreamingResponse(result, media_type=SSE)
         return Response(content=result.json, media_type=JSON)
@@ -63,13 +93,13 @@ def starlette_route(server: Server) -> Any:
     return Starlette(routes=[Route("/chatkit", chatkit_endpoint, methods=["POST"])])
 
 
-def litestar_route(server: Server) -> Any:
+def litestar_route(process: Process) -> Any:
     from litestar import Litestar, Request, Response, post
     from litestar.response import Stream
 
     @post("/chatkit", status_code=200)
     async def chatkit_endpoint(request: Request[Any, Any, Any]) -> Response[Any]:
-        result = await server.process(await request.body(), {})
+        result = await process(await request.body(), {})
         if isinstance(result, StreamingResult):
             return Stream(result, media_type=SSE)
         return Response(content=result.json, media_type=JSON)
@@ -77,11 +107,11 @@ def litestar_route(server: Server) -> Any:
     return Litestar(route_handlers=[chatkit_endpoint])
 
 
-def aiohttp_route(server: Server) -> Any:
+def aiohttp_route(process: Process) -> Any:
     from aiohttp import web
 
     async def chatkit_endpoint(request: web.Request) -> web.StreamResponse:
-        result = await server.process(await request.read(), {})
+        result = await process(await request.read(), {})
         if isinstance(result, StreamingResult):
             response = web.StreamResponse(headers={"Content-Type": SSE})
             await response.prepare(request)
@@ -96,7 +126,7 @@ def aiohttp_route(server: Server) -> Any:
     return app
 
 
-def asgi_route(server: Server) -> Any:
+def asgi_route(process: Process) -> Any:
     """A raw ASGI app, hand-written (what a user of plain uvicorn writes)."""
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -114,7 +144,7 @@ def asgi_route(server: Server) -> Any:
             message = await receive()
             body += message.get("body", b"")
             more = message.get("more_body", False)
-        result = await server.process(body, {})
+        result = await process(body, {})
         if isinstance(result, StreamingResult):
             headers = [(b"content-type", SSE.encode())]
             await send({"type": "http.response.start", "status": 200, "headers": headers})
@@ -132,42 +162,77 @@ def asgi_route(server: Server) -> Any:
     return app
 
 
-# -- sync frameworks: the naive per-request event loop -----------------------------------
+# -- sync frameworks: one event loop in a thread of its own ----------------------------
 
 
-def naive_process(server: Server, body: bytes) -> bytes | Iterator[bytes]:
-    """``asyncio.run(server.process(body, {}))``, or a stream driven on that private loop."""
-    loop = asyncio.new_event_loop()
+class _LoopThread:
+    """One event loop running in a daemon thread, started on first use in each process
+    (a server that forks its workers after importing the app gets one per worker)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pid = 0
+
+    def loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None or self._pid != os.getpid():
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, daemon=True, name="loop").start()
+                self._loop, self._pid = loop, os.getpid()
+            return self._loop
+
+    def run(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
+        """Run *coroutine* on the loop; block this (request) thread for its result."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop()).result()
+
+
+LOOP = _LoopThread()
+_END = object()
+
+
+def loop_process(process: Process, body: bytes) -> bytes | Iterator[bytes]:
+    """``process(body, {})`` on the shared loop. A stream is iterated there by one task
+    (ChatKit's context variables need one task for its whole life) that hands each event
+    to the request thread through a queue; the thread yields them one by one."""
+    result = LOOP.run(_call(process, body))
+    if isinstance(result, StreamingResult):
+        return _drive(result)
+    return bytes(result.json)
+
+
+async def _call(process: Process, body: bytes) -> Result:
+    return await process(body, {})
+
+
+def _drive(result: StreamingResult) -> Iterator[bytes]:
+    events: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+    async def produce() -> None:
+        try:
+            async for chunk in result:
+                events.put(chunk)
+        except Exception as exc:
+            events.put(exc)
+        finally:
+            events.put(_END)
+
+    task = asyncio.run_coroutine_threadsafe(produce(), LOOP.loop())
     try:
-        result = loop.run_until_complete(server.process(body, {}))
-    except BaseException:
-        loop.close()
-        raise
-    if not isinstance(result, StreamingResult):
-        loop.close()
-        return result.json
-    return _drive(loop, result)
-
-
-def _drive(loop: asyncio.AbstractEventLoop, result: StreamingResult) -> Iterator[bytes]:
-    iterator = aiter(result)
-    try:
-        while True:
-            try:
-                yield loop.run_until_complete(anext(iterator))
-            except StopAsyncIteration:
-                return
+        while (item := events.get()) is not _END:
+            if isinstance(item, Exception):
+                raise item
+            yield item
     finally:
-        loop.run_until_complete(loop.shutdown_asyncgens())
-        loop.close()
+        task.cancel()  # the server closed the response early: cancel the stream's task
 
 
-def wsgi_route(server: Server) -> Any:
-    """A raw WSGI app, hand-written with the naive bridge."""
+def wsgi_route(process: Process) -> Any:
+    """A raw WSGI app, hand-written with the shared-loop bridge."""
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         length = int(environ.get("CONTENT_LENGTH") or 0)
-        out = naive_process(server, environ["wsgi.input"].read(length))
+        out = loop_process(process, environ["wsgi.input"].read(length))
         if isinstance(out, bytes):
             start_response("200 OK", [("Content-Type", JSON), ("Content-Length", str(len(out)))])
             return [out]
@@ -177,14 +242,14 @@ def wsgi_route(server: Server) -> Any:
     return app
 
 
-def flask_route(server: Server) -> Any:
+def flask_route(process: Process) -> Any:
     from flask import Flask, Response, request
 
     app = Flask("chatkit_benchmark_reference")
 
     @app.post("/chatkit")
     def chatkit_endpoint() -> Response:
-        out = naive_process(server, request.get_data())
+        out = loop_process(process, request.get_data())
         if isinstance(out, bytes):
             return Response(out, mimetype=JSON)
         return Response(out, mimetype=SSE)
@@ -226,13 +291,13 @@ def _django_app(view: Any, asgi: bool) -> Any:
     return get_wsgi_application()
 
 
-def django_wsgi_route(server: Server) -> Any:
+def django_wsgi_route(process: Process) -> Any:
     from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
     from django.views.decorators.csrf import csrf_exempt
 
     @csrf_exempt
     def chatkit_endpoint(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
-        out = naive_process(server, request.body)
+        out = loop_process(process, request.body)
         if isinstance(out, bytes):
             return HttpResponse(out, content_type=JSON)
         return StreamingHttpResponse(out, content_type=SSE)
@@ -240,13 +305,13 @@ def django_wsgi_route(server: Server) -> Any:
     return _django_app(chatkit_endpoint, asgi=False)
 
 
-def django_asgi_route(server: Server) -> Any:
+def django_asgi_route(process: Process) -> Any:
     from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
     from django.views.decorators.csrf import csrf_exempt
 
     @csrf_exempt
     async def chatkit_endpoint(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
-        result = await server.process(request.body, {})
+        result = await process(request.body, {})
         if isinstance(result, StreamingResult):
             return StreamingHttpResponse(result, content_type=SSE)
         return HttpResponse(result.json, content_type=JSON)
@@ -254,7 +319,7 @@ def django_asgi_route(server: Server) -> Any:
     return _django_app(chatkit_endpoint, asgi=True)
 
 
-REFERENCES: dict[str, Callable[[Server], Any]] = {
+REFERENCES: dict[str, Callable[[Process], Any]] = {
     "fastapi-documented": fastapi_documented,
     "starlette-asgi": starlette_route,
     "litestar-asgi": litestar_route,
@@ -265,7 +330,10 @@ REFERENCES: dict[str, Callable[[Server], Any]] = {
     "django-wsgi": django_wsgi_route,
     "django-asgi": django_asgi_route,
 }
-"""Reference name -> app factory. Hand-written routes are named ``FRAMEWORK-SERVERKIND``."""
+"""Reference name -> app factory. Hand-written routes are named ``FRAMEWORK-SERVERKIND``;
+each also exists as ``NAME-cached`` (see :func:`reference_app`)."""
+
+CACHED = "-cached"
 
 
 def hand_written_name(adapter: str, server_kind: str) -> str | None:
@@ -278,4 +346,8 @@ def hand_written_name(adapter: str, server_kind: str) -> str | None:
 
 
 def reference_app(name: str, server: Server) -> Any:
-    return REFERENCES[name](server)
+    """The app of reference *name*: with ``server.process``, or, for ``NAME-cached``, with
+    :func:`cached_process` (the same route, its request validator built once)."""
+    if name.endswith(CACHED):
+        return REFERENCES[name.removesuffix(CACHED)](partial(cached_process, server))
+    return REFERENCES[name](server.process)

@@ -78,6 +78,7 @@ def add_ratios(document: dict[str, Any]) -> None:
         }
     for row in document["rows"]:
         hand = row.get("hand_written") or {}
+        cached = row.get("hand_cached") or {}
         paired = row.get("paired") or {}
         in_process = paired.get("in_process_stream") or limit
         documented = paired.get("documented_stream") or _get(reference, "stream") or {}
@@ -87,20 +88,31 @@ def add_ratios(document: dict[str, Any]) -> None:
         row["ratios"] = {
             "stream_vs_in_process": _paired(stream, in_process, "runs"),
             "stream_vs_documented": _paired(stream, documented, "runs"),
-            "stream_vs_hand_written": _ratio(
-                stream.get("events_per_s"), _get(hand, "stream", "events_per_s")
-            ),
+            "stream_vs_hand_written": _paired(stream, hand.get("stream"), "runs"),
+            "stream_vs_hand_cached": _paired(stream, cached.get("stream"), "runs"),
             "stream_cpu_vs_in_process": _paired(stream, in_process, "cpu_runs", inverse=True),
             "stream_cpu_vs_documented": _paired(stream, documented, "cpu_runs", inverse=True),
             "request_vs_hand_written": _paired(request, hand.get("request"), "runs"),
             "request_cpu_vs_hand_written": _paired(
                 request, hand.get("request"), "cpu_runs", inverse=True
             ),
+            "request_vs_hand_cached": _paired(request, cached.get("request"), "runs"),
+            "request_cpu_vs_hand_cached": _paired(
+                request, cached.get("request"), "cpu_runs", inverse=True
+            ),
+            "paced_cpu_vs_hand_written": _inverse_ratio(
+                _get(row, "paced", "cpu_ms_per_stream"), _get(hand, "paced", "cpu_ms_per_stream")
+            ),
+            "paced_cpu_vs_hand_cached": _inverse_ratio(
+                _get(row, "paced", "cpu_ms_per_stream"),
+                _get(cached, "paced", "cpu_ms_per_stream"),
+            ),
             "request_vs_in_process": _ratio(
                 request.get("rps"),
                 _get(paired, "in_process_request", "rps") or limit.get("rps"),
             ),
             "ttfe_delta_vs_hand_written_ms": _delta(ttfe, _get(hand, "ttfe", "median_ms")),
+            "ttfe_delta_vs_hand_cached_ms": _delta(ttfe, _get(cached, "ttfe", "median_ms")),
             "memory_overhead_kib": _delta(
                 _get(row, "memory", "per_stream_kib"), _get(hand, "memory", "per_stream_kib")
             ),
@@ -234,12 +246,17 @@ COLUMNS = [
     ("x in-proc", ">"),
     ("x doc", ">"),
     ("x hand", ">"),
+    ("x cached", ">"),
     ("us/ev", ">"),
     ("x doc cpu", ">"),
     ("req/s", ">"),
     ("req x hand", ">"),
+    ("req x cached", ">"),
     ("ms/req", ">"),
     ("x hand cpu", ">"),
+    ("paced ms/stream (N)", ">"),
+    ("paced x hand", ">"),
+    ("paced x cached", ">"),
     ("TTFE ms", ">"),
     ("vs hand", ">"),
     ("vs doc", ">"),
@@ -257,18 +274,28 @@ def _cells(row: dict[str, Any], reference: bool = False) -> list[str]:
     bp = row.get("backpressure") or {}
     stream = row.get("stream") or {}
     request = row.get("request") or {}
+    paced = row.get("paced") or {}
     return [
         row["label"],
         "error" if "error" in stream else _f(stream.get("events_per_s")),
         _f(ratios.get("stream_vs_in_process"), 2, "x"),
         "1.00x" if reference else _f(ratios.get("stream_vs_documented"), 2, "x"),
         "(ref)" if reference else _f(ratios.get("stream_vs_hand_written"), 2, "x"),
+        "" if reference else _f(ratios.get("stream_vs_hand_cached"), 2, "x"),
         _f(stream.get("cpu_us_per_event"), 1),
         "1.00x" if reference else _f(ratios.get("stream_cpu_vs_documented"), 2, "x"),
         "error" if "error" in request else _f(request.get("rps")),
         "(ref)" if reference else _f(ratios.get("request_vs_hand_written"), 2, "x"),
+        "" if reference else _f(ratios.get("request_vs_hand_cached"), 2, "x"),
         _f(request.get("cpu_ms_per_request"), 2),
         "(ref)" if reference else _f(ratios.get("request_cpu_vs_hand_written"), 2, "x"),
+        "error"
+        if "error" in paced
+        else f"{_f(paced.get('cpu_ms_per_stream'), 2)} ({paced.get('streams', '-')})"
+        if paced
+        else "",
+        "" if reference else _f(ratios.get("paced_cpu_vs_hand_written"), 2, "x"),
+        "" if reference else _f(ratios.get("paced_cpu_vs_hand_cached"), 2, "x"),
         _f(_get(row, "ttfe", "median_ms"), 2),
         "" if reference else _f(ratios.get("ttfe_delta_vs_hand_written_ms"), 2, "", True),
         "" if reference else _f(ratios.get("ttfe_delta_vs_documented_ms"), 2, "", True),
@@ -291,9 +318,11 @@ def table(document: dict[str, Any]) -> str:
         "1.00x",
         "",
         "",
+        "",
         _f(_get(document, "in_process", "cpu_us_per_event"), 1),
         "",
         _f(_get(document, "in_process", "rps")),
+        "",
         "",
         _f(_get(document, "in_process", "cpu_ms_per_request"), 2),
     ]
@@ -318,21 +347,31 @@ def table(document: dict[str, Any]) -> str:
 
 LEGEND = """\
 Each row is measured in alternation with its references (paired): the documented FastAPI \
-wiring (StreamingResponse, one uvicorn for the whole run), the in-process limit and the \
-framework's hand-written route on the same kind of server.
+wiring (StreamingResponse, one uvicorn for the whole run), the in-process limit, the \
+framework's hand-written route on the same server (hand: ChatKit's wiring as its docs show \
+it, server.process per request; sync frameworks: one event loop in a thread for the process, \
+a stream iterated there by one task and handed over one event per write) and the same route \
+with ChatKit's process() inlined and its TypeAdapter built once (cached): the adapter vs hand \
+is what it buys in all, vs cached what it buys besides parsing once (its pump, coalescing).
 stream ev/s: events/s of one {deltas}-delta stream (store write_delay=0), median of {repeats}; \
-x in-proc / x doc / x hand: ratio to iterating server.process() with no HTTP / to the \
-documented wiring / to the same framework's hand-written route on the same server (1 run). \
-us/ev: server CPU time (user+system, whole process tree) per event; x doc cpu: the documented \
-wiring's us/ev over the row's (> 1: cheaper). Ratios are medians of per-round ratios (each \
-round runs the row and its references back to back). CPU time is a second view of the same \
-comparison; other load on the machine moves it too, but less than wall-clock rates.
+x in-proc / x doc / x hand / x cached: ratio to iterating server.process() with no HTTP / to \
+the documented wiring / to the hand-written route / to its cached variant, every target \
+{repeats} rounds. us/ev: server CPU time (user+system, whole process tree) per event; x doc \
+cpu: the documented wiring's us/ev over the row's (> 1: cheaper). Ratios are medians of \
+per-round ratios (each round runs the row and its references back to back). CPU time is a \
+second view of the same comparison; other load on the machine moves it too, but less than \
+wall-clock rates.
 req/s: threads.get_by_id on {connections} keep-alive connections, {rounds}x{duration:g}s \
-alternating with the hand-written route ({loadgen}); hand req/s: the documented wiring \
-hand-written in the same framework, same server (sync frameworks: a fresh event loop per \
-request, like asyncio.run); req x hand: ratio; ms/req, x hand cpu: server CPU per request and \
-the hand-written route's over the row's. In-process limit row: server.process() calls/s. \
-Servers with several worker processes (separate in-memory stores) use threads.list.
+alternating with the references ({loadgen}); req x hand / req x cached: ratio; ms/req, x hand \
+cpu: server CPU per request and the hand-written route's over the row's. In-process limit \
+row: server.process() calls/s. Servers with several worker processes (separate in-memory \
+stores) use threads.list.
+paced ms/stream (N): N streams at once (threaded WSGI servers: at most their threads), each \
+{paced_rate:g} events/s for {paced_seconds:g}s (a typical token rate), started over \
+{stagger:g}s: the server's CPU time per stream, request to end, all included; paced x hand / \
+x cached: the \
+reference's CPU per stream over the row's (> 1: the adapter is cheaper), measured one after \
+the other on the same kind of server.
 TTFE ms: median send -> first complete SSE event of threads.create ({ttfe} repeats); \
 vs hand / vs doc: difference in ms (negative = faster).
 cancel active/idle ms: median/max from the client's close() to ChatKit's cancel cleanup \
@@ -359,6 +398,9 @@ def legend(document: dict[str, Any]) -> str:
         ttfe=config["ttfe_repeats"],
         write_delay=config["cancel_write_delay"],
         wait=config["backpressure_wait"],
+        paced_rate=config.get("paced_rate", 0),
+        paced_seconds=config.get("paced_seconds", 0),
+        stagger=config.get("paced_stagger", 0),
     )
 
 
@@ -413,12 +455,15 @@ def plot(document: dict[str, Any], path: Path) -> str | None:
         ("stream vs documented wiring", "stream_vs_documented"),
         ("stream vs in-process limit", "stream_vs_in_process"),
         ("requests/s vs hand-written route", "request_vs_hand_written"),
+        ("requests/s vs hand-written, validator cached", "request_vs_hand_cached"),
+        ("paced streams: hand-written CPU / adapter CPU", "paced_cpu_vs_hand_written"),
     ]
-    height = 0.27
-    figure, axes = plt.subplots(figsize=(10, 1.8 + 0.6 * max(len(entries), 1)))
+    height = 0.8 / len(series)
+    figure, axes = plt.subplots(figsize=(11, 2.2 + 0.9 * max(len(entries), 1)))
     for index, (name, key) in enumerate(series):
         values = [ratios.get(key) or 0.0 for _, ratios in entries]
-        positions = [i + (index - 1) * height for i in range(len(entries))]
+        offset = (index - (len(series) - 1) / 2) * height
+        positions = [i + offset for i in range(len(entries))]
         bars = axes.barh(positions, values, height=height, label=name)
         axes.bar_label(bars, fmt="%.2f", fontsize=7, padding=2)
     axes.axvline(1.0, color="grey", linewidth=0.8, linestyle="--")
@@ -432,7 +477,7 @@ def plot(document: dict[str, Any], path: Path) -> str | None:
     axes.legend(
         loc="upper center",
         bbox_to_anchor=(0.5, -0.25 / max(len(entries), 1) ** 0.5),
-        ncol=3,
+        ncol=2,
         fontsize=8,
         frameon=False,
     )
@@ -485,11 +530,31 @@ def noise_text(found: dict[str, Any]) -> str:
     return text
 
 
+def failures(document: dict[str, Any]) -> list[str]:
+    """Every figure that could not be measured (``where: error``), references included."""
+    found: list[str] = []
+
+    def walk(value: Any, where: str) -> None:
+        if isinstance(value, dict):
+            if "error" in value:
+                found.append(f"{where}: {value['error']}")
+            for key, sub in value.items():
+                if key != "error":
+                    walk(sub, f"{where}.{key}")
+
+    walk(document.get("reference"), "reference")
+    walk(document.get("in_process"), "in_process")
+    for row in document.get("rows", []):
+        walk(row, row.get("label", "?"))
+    return found
+
+
 def finish(document: dict[str, Any], out: Path, make_plot: bool = True) -> str:
     """Ratios, targets, JSON and PNG; returns the text to print."""
     add_ratios(document)
     document["noise"] = noise(document)
     document["targets"] = evaluate_targets(document)
+    document["failures"] = failures(document)
     out.mkdir(parents=True, exist_ok=True)
     png = out / "throughput.png"
     problem = plot(document, png) if make_plot else "disabled (--no-plot)"
@@ -505,6 +570,7 @@ def finish(document: dict[str, Any], out: Path, make_plot: bool = True) -> str:
             reference_text(document),
             noise_text(document["noise"]),
             targets_text(document["targets"]),
+            "".join(f"\nFAILED {line}" for line in document["failures"]).strip(),
             skipped.strip(),
             f"results: {out / 'results.json'}"
             + (f"; plot: {png}" if problem is None else f"; no plot ({problem})"),

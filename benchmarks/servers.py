@@ -2,6 +2,10 @@
 
 A server serves ``benchmarks.apps`` (an adapter, or a reference app when ``reference`` is
 given). Every process is ours, started here and stopped by its PID.
+
+:data:`SERVERS` is the tests' table plus the variants only the benchmarks add
+(:data:`VARIANTS`: uvicorn with uvloop and httptools, as ``uvicorn[standard]`` installs
+it, next to the tests' h11 uvicorn); every row on a base server also runs on its variants.
 """
 
 from __future__ import annotations
@@ -13,12 +17,33 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.realserver import ROOT, SERVERS, RunningServer, free_port
+from tests.realserver import ROOT, RunningServer, free_port
+from tests.realserver import SERVERS as TEST_SERVERS
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+VARIANTS: dict[str, tuple[str, list[str]]] = {
+    "uvicorn-uvloop": ("uvicorn", ["--loop", "uvloop", "--http", "httptools"]),
+}
+"""Benchmark-only server name -> (the tests' server it extends, extra arguments)."""
+
+SERVERS: dict[str, Callable[[int], list[str]]] = {
+    **{
+        name: (lambda port, base=base, extra=extra: [*TEST_SERVERS[base](port), *extra])
+        for name, (base, extra) in VARIANTS.items()
+        if base in TEST_SERVERS
+    },
+    **TEST_SERVERS,  # the tests' own definition wins if they add one of the same name
+}
+
+
+def variants_of(server: str) -> list[str]:
+    """The benchmark-only variants of the tests' *server* (``uvicorn`` -> ``uvicorn-uvloop``)."""
+    return [name for name, (base, _) in VARIANTS.items() if base == server and name in SERVERS]
 
 
 def server_command(server: str, port: int) -> list[str]:
