@@ -7,10 +7,12 @@ background loop (:mod:`chatkit_adapters._bridge`), and a stream comes back as a
 :class:`SyncEventStream`: a plain iterator with ``close()``, which is what every WSGI server
 drives.
 
-- ``__next__`` takes what the pump has ready (its bounded buffer is the hand-over between
-  the threads, so a slow client holds the producer back) and wakes every
-  :data:`POLL_INTERVAL` seconds while the stream is idle to look for a client that left.
-  The same probe runs before each chunk is handed to the server.
+- One feeder task on the loop moves what the pump has ready into a thread-safe queue, at
+  most one chunk ahead of the request thread (the pump's bounded buffer behind it), so a
+  slow client holds the producer back. Per chunk that costs one cross-thread wake-up, and
+  one back only when the feeder had to wait. ``__next__`` takes from the queue and wakes
+  every :data:`POLL_INTERVAL` seconds while the stream is idle to look for a client that
+  left; the same probe runs before each chunk is handed to the server.
 - A client that left is noticed by the probe (``waitress.client_disconnected`` and a
   non-blocking peek on waitress's channel socket, ``gunicorn.socket`` or
   ``werkzeug.socket``), or by the server when a write fails; then ``close()``, which every
@@ -24,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import queue
 import select
 import socket
 from collections.abc import Callable, Iterator, Mapping
@@ -259,7 +262,7 @@ class SyncEventStream:
         self._disconnected = disconnected
         self._cleanup_timeout = cleanup_timeout
         self._poll = poll
-        self._pending: _bridge.Call[bytes | None] | None = None
+        self._feeder: _Feeder | None = None
         self._ended = False
         self._closed = False
         self._on_close: list[Callable[[], object]] = []
@@ -272,23 +275,21 @@ class SyncEventStream:
         return self
 
     def __next__(self) -> bytes:
+        feeder = self._feeder
+        if feeder is None and not self._ended:
+            if not _bridge.is_alive(self._loop):
+                self._ended = True
+                raise RuntimeError("chatkit-adapters: the background loop is gone")
+            feeder = self._feeder = _Feeder(self._stream, self._loop)
         while not self._ended:
-            pending = self._pending
-            if pending is None:
-                pending = self._pending = _bridge.submit(
-                    self._stream.next_chunk(self._poll), loop=self._loop
-                )
+            assert feeder is not None
             try:
-                # A pending call is never cancelled (its chunk would be lost): if the loop
-                # is slow, the next round waits for the same call again.
-                chunk = pending.result(self._poll + _bridge.MARGIN)
-            except TimeoutError:
+                chunk = feeder.take(self._poll)
+            except queue.Empty:
                 if not _bridge.is_alive(self._loop):
                     self._ended = True
                     raise RuntimeError("chatkit-adapters: the background loop died") from None
-                chunk = b""
-            else:
-                self._pending = None
+                chunk = b""  # idle: look for a client that left
             if chunk is None:
                 self._ended = True
             elif self._client_left():
@@ -311,7 +312,10 @@ class SyncEventStream:
             return
         self._closed = self._ended = True
         timeout = self._cleanup_timeout
+        feeder = self._feeder
         try:
+            if feeder is not None:
+                self._loop.call_soon_threadsafe(feeder.stop)
             _bridge.submit(self._stream.aclose(), loop=self._loop).result(timeout + _bridge.MARGIN)
         except TimeoutError:
             logger.warning(
@@ -324,6 +328,63 @@ class SyncEventStream:
                 logger.warning("ChatKit stream could not be closed: the background loop is gone")
         for func in self._on_close:
             func()
+
+
+class _Feeder:
+    """The loop's side of a :class:`SyncEventStream`: a task moving the pump's chunks into
+    a thread-safe queue, never more than one ahead of the request thread.
+
+    The task waits for the thread only when the chunk it queued is still there; the thread
+    wakes it (one ``call_soon_threadsafe``) only if it is waiting. The queue's end is
+    ``None`` (the stream is over), as from :meth:`EventStream.next_chunk`.
+    """
+
+    def __init__(self, stream: EventStream, loop: asyncio.AbstractEventLoop) -> None:
+        self._stream, self._loop = stream, loop
+        self._queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._space: asyncio.Future[None] | None = None
+        self._task: asyncio.Task[None] | None = None
+        loop.call_soon_threadsafe(self._start)
+
+    def _start(self) -> None:
+        if self._task is None:
+            self._task = self._loop.create_task(self._run())
+
+    async def _run(self) -> None:
+        queued = self._queue
+        try:
+            while True:
+                chunk = await self._stream.next_chunk()
+                queued.put(chunk)
+                if chunk is None:
+                    return
+                if not queued.empty():  # not taken yet: wait until it is
+                    space = self._space = self._loop.create_future()
+                    if not queued.empty():  # checked again: the thread may have just taken it
+                        await space
+                    self._space = None
+        except Exception:
+            logger.exception("feeding a ChatKit stream to its WSGI thread failed")
+            queued.put(None)
+
+    def take(self, timeout: float) -> bytes | None:
+        """The next chunk (request thread); ``queue.Empty`` after *timeout* seconds."""
+        chunk = self._queue.get(timeout=timeout)
+        space = self._space
+        if space is not None:
+            self._loop.call_soon_threadsafe(_resolve, space)
+        return chunk
+
+    def stop(self) -> None:
+        """End the task (on the loop); the stream itself is closed by its owner."""
+        self._start()  # so that a stop before the start leaves no task behind
+        assert self._task is not None
+        self._task.cancel()
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 _probe_warned = False
