@@ -60,13 +60,16 @@ from django.http import (  # type: ignore[import-untyped,unused-ignore]
     HttpResponseBase,
     StreamingHttpResponse,
 )
+from django.urls import URLPattern, path, re_path  # type: ignore[import-untyped,unused-ignore]
 from typing_extensions import Unpack
 
-from . import _bridge, _core, _sync
+from . import _attachments, _attachments_sync, _bridge, _core, _sync
 from ._asgi import AsyncBody
+from ._attachments import FileReply
+from ._attachments_sync import SyncFileReply
 from ._core import ContextFactory, JSONReply, Options, OptionsKwargs
 
-__all__ = ["achatkit_response", "chatkit_response", "chatkit_view"]
+__all__ = ["achatkit_response", "chatkit_response", "chatkit_routes", "chatkit_view"]
 
 
 class _Answer(Exception):
@@ -95,11 +98,15 @@ def _context_sync(factory: ContextFactory | None, request: HttpRequest) -> Any:
     return _checked(_core.build_context_sync(factory, request))
 
 
-def _render(
-    reply: JSONReply | _sync.SyncEventStream | _core.StreamReply, opts: Options
-) -> HttpResponseBase:
+def _render(reply: Any, opts: Options) -> HttpResponseBase:
     response: HttpResponseBase
-    if isinstance(reply, JSONReply):
+    if isinstance(reply, FileReply | SyncFileReply) and reply.status in (200, 206):
+        body = _attachments.iterate(reply) if isinstance(reply, FileReply) else reply
+        response = StreamingHttpResponse(body, status=reply.status)
+        headers = reply.headers
+    elif isinstance(reply, FileReply | SyncFileReply):  # HEAD, 304, 416: no body
+        response, headers = HttpResponse(b"", status=reply.status), reply.headers
+    elif isinstance(reply, JSONReply):
         response = HttpResponse(reply.body, status=reply.status)
         headers = reply.all_headers
     else:
@@ -118,14 +125,16 @@ async def _respond_asgi(
     request: HttpRequest,
     context: Callable[[], Awaitable[Any]],
     opts: Options,
+    rest: str = "",
 ) -> HttpResponseBase:
     async def body() -> AsyncIterator[bytes]:  # Django has already received the whole body
         while chunk := request.read(_sync.READ_SIZE):
             yield chunk
 
     try:
-        reply = await _core.handle(
+        reply = await _attachments.dispatch(
             server,
+            **_where(request, rest),
             method=request.method or "",
             headers=request.headers,
             body=body,
@@ -137,16 +146,27 @@ async def _respond_asgi(
     return _render(reply, opts)
 
 
+def _where(request: HttpRequest, rest: str) -> dict[str, Any]:
+    query = request.META.get("QUERY_STRING", "")
+    url = lambda: request.build_absolute_uri(request.path)  # noqa: E731 (ALLOWED_HOSTS)
+    return {"rest": rest, "url": url, "query": query, "slash": True}
+
+
 def _respond_wsgi(
-    server: ChatKitServer[Any], request: HttpRequest, context: Callable[[], Any], opts: Options
+    server: ChatKitServer[Any],
+    request: HttpRequest,
+    context: Callable[[], Any],
+    opts: Options,
+    rest: str = "",
 ) -> HttpResponseBase:
     meta = request.META
     length = meta.get("CONTENT_LENGTH")
     # Django reads nothing without a Content-Length; a server that dechunked the body says so
     terminated = not length and meta.get("wsgi.input_terminated")
     try:
-        reply = _sync.handle(
+        reply = _attachments_sync.dispatch(
             server,
+            **_where(request, rest),
             method=request.method or "",
             headers=request.headers,
             read=meta["wsgi.input"].read if terminated else request.read,
@@ -191,13 +211,13 @@ class _ChatKitView:
             return _COROUTINE_MARKS[name]
         raise AttributeError(name)
 
-    def __call__(self, request: HttpRequest) -> Any:
+    def __call__(self, request: HttpRequest, rest: str = "") -> Any:
         server, factory, opts, on_loop = self._server, self._factory, self._opts, _on_loop()
         if isinstance(request, ASGIRequest):  # sync only when a sync decorator wraps the view
             respond = _respond_asgi if on_loop else async_to_sync(_respond_asgi)
-            return respond(server, request, lambda: _context_async(factory, request), opts)
+            return respond(server, request, lambda: _context_async(factory, request), opts, rest)
         response = _respond_wsgi_async if on_loop else _respond_wsgi
-        return response(server, request, lambda: _context_sync(factory, request), opts)
+        return response(server, request, lambda: _context_sync(factory, request), opts, rest)
 
 
 def chatkit_view(
@@ -210,6 +230,19 @@ def chatkit_view(
     ``path("chatkit/", chatkit_view(server, context=lambda request: Ctx(request.user.pk)))``
     """
     return _ChatKitView(server, context, Options(**options))
+
+
+def chatkit_routes(
+    server: ChatKitServer[Any],
+    context: ContextFactory | None = None,
+    **options: Unpack[OptionsKwargs],
+) -> list[URLPattern]:
+    """The endpoint and the attachment routes, for ``include()`` (paths end in ``/``).
+
+    ``path("chatkit/", include(chatkit_routes(server, make_context)))``
+    """
+    view = _ChatKitView(server, context, Options(**options))
+    return [path("", view), re_path(r"^(?P<rest>attachments(/.*)?)$", view)]
 
 
 async def achatkit_response(
