@@ -136,8 +136,12 @@ def attachments_of(server: ChatKitServer[Any]) -> Attachments | None:
 
 
 def _multipart() -> Any:
-    import multipart  # type: ignore[import-untyped,unused-ignore]
+    """The ``multipart`` push parser (PyPI ``multipart``; python-multipart's ``multipart``
+    compatibility shim forwards to it when both are installed)."""
+    import multipart
 
+    if not hasattr(multipart, "PushMultipartParser"):  # only python-multipart's shim
+        raise ImportError("chatkit_routes needs the 'multipart' package: pip install multipart")
     return multipart
 
 
