@@ -74,9 +74,13 @@ async def _respond(
     request: Request,
     context: Callable[[], Awaitable[Any]],
     options: Options,
+    rest: str = "",
 ) -> Response:
-    reply = await _core.handle(
+    reply = await _attachments.dispatch(
         server,
+        rest=rest,
+        url=str(request.url),
+        query=request.url.query,
         method=request.method,
         headers=request.headers,
         body=request.stream,
@@ -96,19 +100,8 @@ def routes_endpoint(
     """The one endpoint behind ``chatkit_routes`` (path parameter ``rest``: the path under P)."""
 
     async def chatkit_routes_endpoint(request: Request) -> Response:
-        reply = await _attachments.dispatch(
-            server,
-            rest=request.path_params.get("rest", ""),
-            url=str(request.url),
-            query=request.url.query,
-            method=request.method,
-            headers=request.headers,
-            body=request.stream,
-            context=_core.factory_context(context, request),
-            options=opts,
-            disconnects=(ClientDisconnect,),
-        )
-        return _render(reply)
+        factory = _core.factory_context(context, request)
+        return await _respond(server, request, factory, opts, request.path_params["rest"])
 
     return chatkit_routes_endpoint
 
