@@ -4,7 +4,7 @@ and the raw WSGI app.
 In the request thread: the route's checks and the context factory (``flask.request``,
 ``request.user`` work), and the reading of the request body. The route's work runs on the
 background loop (:mod:`chatkit_adapters._bridge`); the body goes there through a bounded
-hand-off (:class:`Handoff`: at most two chunks in flight), so an upload is never buffered
+hand-off (:class:`Handoff`: one chunk queued, one being read), so an upload is never buffered
 whole. A file comes back as :class:`SyncFileReply`, a WSGI iterable pulling the stored
 bytes chunk by chunk from the loop.
 """
@@ -45,11 +45,14 @@ from ._core import (
 )
 
 POLL: Final = _sync.POLL_INTERVAL
+READ_SIZE: Final = 256 * 1024
+"""Bytes per read of an upload body (each read is one hand-off to the loop: 64 KiB reads
+cost a quarter of the throughput)."""
 _END: Final = object()
 
 
 class Handoff:
-    """Body chunks from the request thread to a coroutine on the loop, two at a time.
+    """Body chunks from the request thread to a coroutine on the loop, one at a time.
 
     The thread calls :meth:`feed` with its reads; the coroutine iterates :meth:`chunks`.
     A failed read is handed over as its meaning (400, or the client left), so the
@@ -58,7 +61,7 @@ class Handoff:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=2)
+        self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=1)
 
     async def chunks(self) -> AsyncIterator[bytes]:
         while True:
@@ -131,6 +134,20 @@ async def _next(body: AsyncIterator[bytes]) -> bytes | None:
 Reply = JSONReply | _sync.SyncEventStream | SyncFileReply
 
 
+def _read_chunks(
+    read: Callable[[int], bytes], declared: int | None, until_eof: bool
+) -> Iterator[bytes]:
+    """:func:`chatkit_adapters._sync.read_chunks` with :data:`READ_SIZE` reads."""
+    remaining = -1 if until_eof else (declared or 0)
+    while remaining != 0:
+        chunk = read(READ_SIZE if remaining < 0 else min(remaining, READ_SIZE))
+        if not chunk:
+            return
+        if remaining > 0:
+            remaining -= len(chunk)
+        yield chunk
+
+
 def dispatch(
     server: ChatKitServer[Any],
     *,
@@ -180,7 +197,7 @@ def dispatch(
     site = site_for(url, rest, slash)
     call = _bridge.submit(run(server, store, plan, ctx, handoff.chunks(), site), loop=loop)
     if plan.kind != "content":
-        handoff.feed(_sync.read_chunks(read, plan.declared, until_eof), call, disconnects)
+        handoff.feed(_read_chunks(read, plan.declared, until_eof), call, disconnects)
     try:
         reply = call.wait(POLL, None)
     except ClientDisconnected:  # pragma: no cover - run() maps it
