@@ -24,7 +24,7 @@ from __future__ import annotations
 import sys
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qs
 
@@ -163,7 +163,6 @@ class Plan:
     signed: bool = False
     boundary: str | None = None  # multipart uploads
     declared: int | None = None  # Content-Length
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def prepare(
@@ -197,9 +196,7 @@ def prepare(
     if method == "POST":
         plan.boundary = _boundary(headers.get("content-type"))
     limit = store.max_upload_size + (MULTIPART_OVERHEAD if plan.boundary else 0)
-    plan.declared = _core.content_length(headers, limit)
-    if plan.declared is not None and plan.declared > limit:  # pragma: no cover - raised above
-        raise _core.too_large(limit)
+    plan.declared = _core.content_length(headers, limit)  # 413 above the limit
     return plan
 
 

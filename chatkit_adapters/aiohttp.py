@@ -18,6 +18,7 @@ returns. The same holds with ``handler_cancellation=True``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Final
 
@@ -106,13 +107,11 @@ async def _stream(request: web.Request, reply: StreamReply) -> web.StreamRespons
 
 async def _file(request: web.Request, reply: FileReply) -> web.StreamResponse:
     response = web.StreamResponse(status=reply.status, headers=reply.headers)
-    try:
+    with contextlib.suppress(ConnectionError):  # the client left; iterate() closes the body
         await response.prepare(request)
         async for chunk in _attachments.iterate(reply):
             await response.write(chunk)
         await response.write_eof()
-    except ConnectionError:
-        pass  # the client left; iterate() closed the body
     return response
 
 

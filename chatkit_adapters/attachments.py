@@ -66,7 +66,7 @@ SECRET_ENV: Final = "CHATKIT_ATTACHMENTS_SECRET"
 
 DEFAULT_MAX_UPLOAD_SIZE: Final = 20 * 1024 * 1024
 DEFAULT_URL_TTL: Final = 7 * 24 * 3600.0
-DEFAULT_CHUNK_SIZE: Final = 1024 * 1024
+DEFAULT_CHUNK_SIZE: Final = 256 * 1024
 
 RASTER_TYPES: Final = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
 """The only types served inline (and previewed): their bytes are checked at upload."""
@@ -166,7 +166,8 @@ class Attachments(AttachmentStore[Any]):
       tell it (a proxy that rewrites paths); by default it comes from each request.
     - ``url_ttl``: seconds a signed URL stays valid (default 7 days: preview URLs are
       stored with the thread, and a reload shows them again).
-    - ``chunk_size``: bytes buffered per write to the store (the upload's memory bound).
+    - ``chunk_size``: bytes buffered per write to the store (the upload's memory bound;
+      default 256 KiB; S3 needs at least 5 MiB per part).
     """
 
     def __init__(

@@ -1,9 +1,10 @@
 """The memory bound of uploads under real servers: a 200 MiB upload through
 ``chatkit_routes`` raises the server process's RSS by less than 8 MiB, on every adapter.
 
-One upload per adapter, under its first real server (a subprocess); the RSS is read from
-``/proc`` (the worker's, under gunicorn) while the client streams the body from a reused
-1 MiB buffer. A memory bound, not a timing one.
+Before it, a client leaves mid-upload: nothing may be left in the store (a real
+disconnect, which only a real server shows). One upload per adapter, under its first real
+server (a subprocess); the RSS is read from ``/proc`` (the worker's, under gunicorn) while
+the client streams the body from a reused 1 MiB buffer. A memory bound, not a timing one.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import pytest
 
 from tests.conftest import MEASUREMENTS
 from tests.realserver import real_server_params, start_server
-from tests.uploads import MIB, Sampler, rss, serving_pid, upload
+from tests.uploads import MIB, Sampler, abandon, files_left, rss, serving_pid, upload
 
 UPLOAD = 200 * MIB
 BOUND = 8 * MIB
@@ -32,6 +33,9 @@ def test_200_mib_upload_rss_growth(target: tuple[str, str], tmp_path: Path) -> N
     running = start_server(adapter, server, tmp_path, variant="routes", env=env)
     try:
         path = "/chatkit/attachments" + ("/" if adapter.startswith("django") else "")
+        # a client leaving mid-upload leaves nothing behind (obstore's staging file too)
+        abandon(running.address, path, 32 * MIB, sent=8 * MIB)
+        assert files_left(files, timeout=20) == []
         status, body = upload(running.address, path, MIB)  # warm-up: imports, first buffers
         assert status == 200, body[:300]
         pid = serving_pid(running.process.pid)

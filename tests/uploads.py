@@ -60,3 +60,32 @@ class Sampler(threading.Thread):
         while not self.done.is_set():
             self.peak = max(self.peak, rss(self.pid))
             time.sleep(0.005)
+
+
+def abandon(address: tuple[str, int], path: str, size: int, sent: int) -> None:
+    """Start a multipart upload of *size* bytes, send *sent* of them, and leave (close)."""
+    head = (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="big.bin"'
+        "\r\nContent-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    block = bytes(MIB)
+    with socket.create_connection(address, timeout=30) as sock:
+        request = (
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{address[1]}\r\nConnection: close\r\n"
+            f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
+            f"Content-Length: {len(head) + size + 64}\r\n\r\n"
+        ).encode()
+        sock.sendall(request + head)
+        for _ in range(sent // MIB):
+            sock.sendall(block)
+        time.sleep(0.2)  # the server is now writing the part it received
+
+
+def files_left(root: Path, timeout: float) -> list[Path]:
+    """The files under *root* once none is left, or after *timeout* seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
