@@ -258,6 +258,21 @@ async def test_two_phase_size_mismatch_is_400_and_not_uploaded(make_routes: Make
     assert (await routes.request("PUT", upload, b"hello", ALICE)).status == 200
 
 
+async def test_urls_follow_the_request_or_public_url(make_routes: MakeRoutes) -> None:
+    routes = await make_routes()
+    body, headers = multipart(PNG)
+    headers.update({"host": "chat.example:8443", **ALICE})
+    response = await routes.request("POST", routes.path("attachments"), body, headers)
+    assert response.status == 200, response.body
+    preview = response.json["preview_url"]
+    assert preview.startswith(f"http://chat.example:8443{routes.prefix}/attachments/atc_"), preview
+    routes = await make_routes(public_url="https://cdn.example/app/chatkit/")
+    created = (await routes.create("a.txt", 1, "text/plain")).json
+    upload = created["upload_descriptor"]["url"]
+    assert upload.startswith("https://cdn.example/app/chatkit/attachments/atc_"), upload
+    assert upload.endswith("/upload" + routes.slash)
+
+
 # -- limits -----------------------------------------------------------------------------
 
 
