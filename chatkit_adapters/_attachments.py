@@ -136,13 +136,9 @@ def attachments_of(server: ChatKitServer[Any]) -> Attachments | None:
 
 
 def _multipart() -> Any:
-    """The ``multipart`` push parser (PyPI ``multipart``; python-multipart's ``multipart``
-    compatibility shim forwards to it when both are installed)."""
-    import multipart
+    from .attachments import multipart_module
 
-    if not hasattr(multipart, "PushMultipartParser"):  # only python-multipart's shim
-        raise ImportError("chatkit_routes needs the 'multipart' package: pip install multipart")
-    return multipart
+    return multipart_module()
 
 
 def not_found(message: str = "Not found") -> ChatKitHTTPError:

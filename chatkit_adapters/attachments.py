@@ -394,6 +394,16 @@ class Attachments(AttachmentStore[Any]):
             await obstore.delete_async(self.objects, key)
 
 
+def multipart_module() -> Any:
+    """The ``multipart`` push parser (PyPI ``multipart``; python-multipart's ``multipart``
+    compatibility shim forwards to it when both are installed)."""
+    import multipart
+
+    if not hasattr(multipart, "PushMultipartParser"):  # only python-multipart's shim
+        raise ImportError("chatkit_routes needs the 'multipart' package: pip install multipart")
+    return multipart
+
+
 def filename_header(name: str, inline: bool) -> str:
     """``Content-Disposition`` with an ASCII fallback and RFC 6266 ``filename*``."""
     fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"\\%' else "_" for c in name)
