@@ -335,7 +335,8 @@ class Attachments(AttachmentStore[Any]):
         """Whether a content URL's signature is this store's for the id and still valid."""
         if not (expires.isascii() and expires.isdigit()) or int(expires) < time.time():
             return False
-        return hmac.compare_digest(self._mac(attachment_id, int(expires)), signature)
+        expected = self._mac(attachment_id, int(expires)).encode()
+        return hmac.compare_digest(expected, signature.encode("utf-8", "replace"))
 
     async def record(self, attachment_id: str) -> Record | None:
         """The committed record of an uploaded attachment, ``None`` before the upload."""
