@@ -18,6 +18,7 @@ returns. The same holds with ``handler_cancellation=True``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Final
 
@@ -25,11 +26,12 @@ from aiohttp import web
 from chatkit.server import ChatKitServer
 from typing_extensions import Unpack
 
-from . import _core
+from . import _attachments, _core
+from ._attachments import FileReply
 from ._core import ClientDisconnected, ContextFactory, Options, OptionsKwargs, StreamReply
 from ._pump import EventStream
 
-__all__ = ["chatkit_response", "chatkit_view"]
+__all__ = ["chatkit_response", "chatkit_routes", "chatkit_view"]
 
 WATCH_INTERVAL: Final = 0.01
 """Seconds between two looks at the open streams' transports (one watcher per loop)."""
@@ -103,14 +105,28 @@ async def _stream(request: web.Request, reply: StreamReply) -> web.StreamRespons
     return response
 
 
+async def _file(request: web.Request, reply: FileReply) -> web.StreamResponse:
+    response = web.StreamResponse(status=reply.status, headers=reply.headers)
+    with contextlib.suppress(ConnectionError):  # the client left; iterate() closes the body
+        await response.prepare(request)
+        async for chunk in _attachments.iterate(reply):
+            await response.write(chunk)
+        await response.write_eof()
+    return response
+
+
 async def _respond(
     server: ChatKitServer[Any],
     request: web.Request,
     context: Callable[[], Awaitable[Any]],
     options: Options,
+    rest: str = "",
 ) -> web.StreamResponse:
-    reply = await _core.handle(
+    reply = await _attachments.dispatch(
         server,
+        rest=rest,
+        url=str(request.url),
+        query=request.query_string,
         method=request.method,
         headers=request.headers,
         body=lambda: _body(request),
@@ -119,6 +135,8 @@ async def _respond(
     )
     if isinstance(reply, _core.JSONReply):
         return web.Response(body=reply.body, status=reply.status, headers=reply.all_headers)
+    if isinstance(reply, FileReply):
+        return await _file(request, reply)
     return await _stream(request, reply)
 
 
@@ -142,6 +160,27 @@ def chatkit_view(
         return await _respond(server, request, _core.factory_context(context, request), opts)
 
     return chatkit_handler
+
+
+def chatkit_routes(
+    server: ChatKitServer[Any],
+    context: ContextFactory | None = None,
+    **options: Unpack[OptionsKwargs],
+) -> web.Application:
+    """The endpoint and the attachment routes as a sub-application.
+
+    ``app.add_subapp("/chatkit", chatkit_routes(server, make_context))``: the endpoint is
+    ``POST /chatkit/``, attachments under ``/chatkit/attachments``.
+    """
+    opts = Options(**options)
+
+    async def chatkit_handler(request: web.Request) -> web.StreamResponse:
+        rest = request.match_info.get("rest", "")
+        return await _respond(server, request, _core.factory_context(context, request), opts, rest)
+
+    app = web.Application()
+    app.router.add_route("*", "/{rest:.*}", chatkit_handler)
+    return app
 
 
 async def chatkit_response(

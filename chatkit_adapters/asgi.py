@@ -16,8 +16,8 @@ from typing import Any
 from chatkit.server import ChatKitServer
 from typing_extensions import Unpack
 
-from . import _core
-from ._asgi import Receive, Scope, ScopeHeaders, Send, receive_body, send_reply
+from . import _attachments, _core
+from ._asgi import Receive, Scope, ScopeHeaders, Send, receive_body
 from ._core import ContextFactory, Options, OptionsKwargs
 from ._pump import drain
 
@@ -31,6 +31,9 @@ class ChatKitASGIApp:
     ``scope`` (it may be async) and may raise :class:`chatkit_adapters.ChatKitHTTPError`
     to reject a request. Options: ``max_body_size``, ``heartbeat``, ``cleanup_timeout``,
     ``require_json``, ``trusted_origins`` (see :class:`chatkit_adapters.Options`).
+    With an :class:`~chatkit_adapters.attachments.Attachments` store it also serves the
+    attachment routes relative to its mount point (``attachments``,
+    ``attachments/{id}/upload``, ``attachments/{id}/content``; see ``chatkit_routes``).
     Anything but POST gets 405;
     ``lifespan`` is answered (shutdown awaits in-flight cancel cleanups); websockets are
     refused.
@@ -58,15 +61,20 @@ class ChatKitASGIApp:
             raise RuntimeError(f"ChatKitASGIApp cannot serve {kind!r} connections")
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        reply = await _core.handle(
+        url, rest = _attachments.asgi_url(scope)
+        reply = await _attachments.dispatch(
             self.server,
+            rest=rest,
+            url=url,
+            query=scope.get("query_string", b"").decode("latin-1"),
             method=scope["method"],
             headers=ScopeHeaders(scope),
             body=lambda: receive_body(receive),
             context=_core.factory_context(self.context, scope),
             options=self.options,
+            strict=False,  # every other path is the endpoint, as before attachments
         )
-        await send_reply(reply, receive, send)
+        await _attachments.send_asgi(reply, receive, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

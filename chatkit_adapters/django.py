@@ -40,13 +40,14 @@ from django.http import (  # type: ignore[import-untyped,unused-ignore]
     HttpResponseBase,
     StreamingHttpResponse,
 )
+from django.urls import URLPattern, path, re_path  # type: ignore[import-untyped,unused-ignore]
 from typing_extensions import Unpack
 
-from . import _bridge, _core, _sync
+from . import _attachments, _attachments_sync, _bridge, _core, _sync
 from ._asgi import AsyncBody
 from ._core import ContextFactory, JSONReply, Options, OptionsKwargs
 
-__all__ = ["achatkit_response", "chatkit_response", "chatkit_view"]
+__all__ = ["achatkit_response", "chatkit_response", "chatkit_routes", "chatkit_view"]
 
 
 class _Answer(Exception):
@@ -72,12 +73,14 @@ def _context_sync(factory: ContextFactory | None, request: HttpRequest) -> Any:
     return _checked(_core.build_context_sync(factory, request))
 
 
-def _render(reply: _core.Reply | _sync.SyncEventStream, opts: Options) -> HttpResponseBase:
+def _render(reply: Any, opts: Options) -> HttpResponseBase:
     if isinstance(reply, JSONReply):
         return HttpResponse(reply.body, status=reply.status, headers=dict(reply.all_headers))
-    content: Any = reply  # a SyncEventStream is already a sync iterator with close()
+    content: Any = reply  # a SyncEventStream or SyncFileReply: a sync iterator with close()
     if isinstance(reply, _core.StreamReply):
         content = AsyncBody(reply.stream, wait=opts.cleanup_timeout + _bridge.MARGIN)
+    elif isinstance(reply, _attachments.FileReply):  # HEAD and 304: an empty iteration
+        content = _attachments.iterate(reply)
     return StreamingHttpResponse(content, status=reply.status, headers=dict(reply.headers))
 
 
@@ -86,8 +89,9 @@ async def _respond_asgi(
 ) -> HttpResponseBase:
     chunks = _sync.read_chunks(request.read, None, until_eof=True)  # Django has read it all
     try:
-        reply = await _core.handle(
+        reply = await _attachments.dispatch(
             server,
+            **_where(request),
             method=request.method or "",
             headers=request.headers,
             body=lambda: _core.aiterate(chunks),
@@ -99,14 +103,21 @@ async def _respond_asgi(
     return _render(reply, opts)
 
 
+def _where(request: HttpRequest) -> dict[str, Any]:  # rest: the path under chatkit_routes' P
+    rest = getattr(request.resolver_match, "kwargs", {}).get("rest", "")
+    url = lambda: request.build_absolute_uri(request.path)  # noqa: E731 (ALLOWED_HOSTS)
+    return {"rest": rest, "url": url, "query": request.META.get("QUERY_STRING", ""), "slash": True}
+
+
 def _respond_wsgi(
     server: ChatKitServer[Any], request: HttpRequest, context: Callable[[], Any], opts: Options
 ) -> HttpResponseBase:
     meta = request.META  # Django reads no body without Content-Length: read a dechunked one
     terminated = not meta.get("CONTENT_LENGTH") and meta.get("wsgi.input_terminated")
     try:
-        reply = _sync.handle(
+        reply = _attachments_sync.dispatch(
             server,
+            **_where(request),
             method=request.method or "",
             headers=request.headers,
             read=meta["wsgi.input"].read if terminated else request.read,
@@ -146,7 +157,7 @@ class _ChatKitView:
             return _COROUTINE_MARKS[name]
         raise AttributeError(name)
 
-    def __call__(self, request: HttpRequest) -> Any:
+    def __call__(self, request: HttpRequest, **path: str) -> Any:  # chatkit_routes: rest=
         server, factory, opts, on_loop = self._server, self._factory, self._opts, _on_loop()
         if isinstance(request, ASGIRequest):  # sync only when a sync decorator wraps the view
             respond = _respond_asgi if on_loop else async_to_sync(_respond_asgi)
@@ -164,6 +175,16 @@ def chatkit_view(
 
     ``path("chatkit/", chatkit_view(server, context=lambda request: Ctx(request.user.pk)))``"""
     return _ChatKitView(server, context, Options(**options))
+
+
+def chatkit_routes(
+    server: ChatKitServer[Any],
+    context: ContextFactory | None = None,
+    **options: Unpack[OptionsKwargs],
+) -> list[URLPattern]:
+    """Endpoint and attachment routes: ``path("chatkit/", include(chatkit_routes(server)))``."""
+    view = _ChatKitView(server, context, Options(**options))
+    return [path("", view), re_path(r"^(?P<rest>attachments(/.*)?)$", view)]
 
 
 async def achatkit_response(

@@ -7,6 +7,8 @@ One line::
     app.add_api_route("/chatkit", chatkit_view(server, context=make_context), methods=["POST"])
     # or on an APIRouter: router.add_api_route(...); app.include_router(router)
 
+With attachments: ``app.include_router(chatkit_routes(server, make_context), prefix="/chatkit")``.
+
 Your own route, with ``Depends`` for auth::
 
     from fastapi import Depends, Request
@@ -23,8 +25,32 @@ FastAPI as usual. Streams never go through ``StreamingResponse`` or
 
 from __future__ import annotations
 
-import fastapi  # noqa: F401  (this module is for FastAPI apps: fail early without it)
+from typing import Any
 
+from chatkit.server import ChatKitServer
+from fastapi import APIRouter
+from typing_extensions import Unpack
+
+from . import starlette as _starlette
+from ._core import ContextFactory, Options, OptionsKwargs
 from .starlette import ChatKitStreamingResponse, chatkit_response, chatkit_view
 
-__all__ = ["ChatKitStreamingResponse", "chatkit_response", "chatkit_view"]
+__all__ = ["ChatKitStreamingResponse", "chatkit_response", "chatkit_routes", "chatkit_view"]
+
+
+def chatkit_routes(
+    server: ChatKitServer[Any],
+    context: ContextFactory | None = None,
+    **options: Unpack[OptionsKwargs],
+) -> APIRouter:
+    """The endpoint and the attachment routes as an ``APIRouter``.
+
+    ``app.include_router(chatkit_routes(server, make_context), prefix="/chatkit")``: the
+    endpoint is ``POST /chatkit/``, attachments under ``/chatkit/attachments``.
+    """
+    router = APIRouter()
+    endpoint = _starlette.routes_endpoint(server, context, Options(**options))
+    router.add_api_route(
+        "/{rest:path}", endpoint, methods=_starlette.METHODS, include_in_schema=False
+    )
+    return router

@@ -40,17 +40,24 @@ from flask import Request, Response
 from typing_extensions import Unpack
 from werkzeug.exceptions import ClientDisconnected
 
-from . import _core, _sync
+from . import _attachments_sync, _core, _sync
 from ._core import ContextFactory, JSONReply, Options, OptionsKwargs
 
-__all__ = ["chatkit_response", "chatkit_view"]
+__all__ = ["chatkit_response", "chatkit_routes", "chatkit_view"]
 
 
 def _respond(
-    server: ChatKitServer[Any], request: Request, context: Callable[[], Any], options: Options
+    server: ChatKitServer[Any],
+    request: Request,
+    context: Callable[[], Any],
+    options: Options,
+    rest: str = "",
 ) -> Response:
-    reply = _sync.handle(
+    reply = _attachments_sync.dispatch(
         server,
+        rest=rest,
+        url=request.base_url,
+        query=request.query_string.decode("latin-1"),
         method=request.method,
         headers=request.headers,
         read=request.stream.read,
@@ -62,6 +69,8 @@ def _respond(
     )
     if isinstance(reply, JSONReply):
         return Response(reply.body, reply.status, reply.all_headers)
+    if isinstance(reply, _attachments_sync.SyncFileReply):
+        return Response(reply, reply.status, reply.headers, direct_passthrough=True)
     return _StreamResponse(reply, reply.status, list(reply.headers), direct_passthrough=True)
 
 
@@ -98,6 +107,32 @@ def chatkit_view(
         return _respond(server, request, lambda: _core.build_context_sync(context, request), opts)
 
     return chatkit
+
+
+def chatkit_routes(
+    server: ChatKitServer[Any],
+    context: ContextFactory | None = None,
+    name: str = "chatkit",
+    **options: Unpack[OptionsKwargs],
+) -> flask.Blueprint:
+    """The endpoint and the attachment routes as a ``Blueprint`` named *name*.
+
+    ``app.register_blueprint(chatkit_routes(server, make_context), url_prefix="/chatkit")``:
+    the endpoint is ``POST /chatkit``, attachments under ``/chatkit/attachments``.
+    """
+    opts = Options(**options)
+    blueprint = flask.Blueprint(name, __name__)
+
+    def chatkit(rest: str = "") -> Response:
+        request = flask.request
+        return _respond(
+            server, request, lambda: _core.build_context_sync(context, request), opts, rest
+        )
+
+    methods = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
+    blueprint.add_url_rule("", view_func=chatkit, methods=methods)
+    blueprint.add_url_rule("/<path:rest>", view_func=chatkit, methods=methods)
+    return blueprint
 
 
 def chatkit_response(

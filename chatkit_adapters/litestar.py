@@ -10,7 +10,7 @@ Usage::
 Your own handler (dependency injection, guards) returns what ``chatkit_response`` gives,
 annotated ``-> ASGIApp``::
 
-    from litestar import Request, post
+    from litestar import HttpMethod, Request, Router, post, route
     from litestar.di import Provide
     from litestar.types import ASGIApp
     from chatkit_adapters.litestar import chatkit_response
@@ -30,17 +30,16 @@ from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from chatkit.server import ChatKitServer
-from litestar import Request, post
+from litestar import HttpMethod, Request, Router, post, route
 from litestar.exceptions import InternalServerException
 from litestar.handlers import HTTPRouteHandler
 from litestar.types import ASGIApp
 from typing_extensions import Unpack
 
-from . import _core
-from ._asgi import reply_app
+from . import _attachments, _core
 from ._core import ContextFactory, Options, OptionsKwargs
 
-__all__ = ["chatkit_response", "chatkit_view"]
+__all__ = ["chatkit_response", "chatkit_routes", "chatkit_view"]
 
 
 async def _respond(
@@ -48,9 +47,13 @@ async def _respond(
     request: Request[Any, Any, Any],
     context: Callable[[], Awaitable[Any]],
     options: Options,
+    rest: str = "",
 ) -> ASGIApp:
-    reply = await _core.handle(
+    reply = await _attachments.dispatch(
         server,
+        rest=rest,
+        url=str(request.url),
+        query=request.scope.get("query_string", b"").decode("latin-1"),
         method=request.method,
         headers=request.headers,
         body=request.stream,  # also serves a body a guard or middleware already read
@@ -58,7 +61,11 @@ async def _respond(
         options=options,
         disconnects=(InternalServerException,),  # its stream's "client disconnected"
     )
-    return cast("ASGIApp", reply_app(reply))
+
+    async def chatkit_reply(scope: Any, receive: Any, send: Any) -> None:
+        await _attachments.send_asgi(reply, receive, send)
+
+    return cast("ASGIApp", chatkit_reply)
 
 
 def chatkit_view(
@@ -83,6 +90,29 @@ def chatkit_view(
         return await _respond(server, request, _core.factory_context(context, request), opts)
 
     return post(path, status_code=200, request_max_body_size=None)(chatkit_endpoint)
+
+
+def chatkit_routes(
+    server: ChatKitServer[Any],
+    context: ContextFactory | None = None,
+    path: str = "/chatkit",
+    **options: Unpack[OptionsKwargs],
+) -> Router:
+    """The endpoint and the attachment routes as a ``Router`` at *path*.
+
+    ``Litestar(route_handlers=[chatkit_routes(server, make_context)])``: the endpoint is
+    ``POST /chatkit``, attachments under ``/chatkit/attachments``.
+    """
+    opts = Options(**options)
+
+    async def chatkit_routes_endpoint(request: Request[Any, Any, Any]) -> ASGIApp:
+        rest = request.path_params.get("rest", "")
+        factory = _core.factory_context(context, request)
+        return await _respond(server, request, factory, opts, rest)
+
+    methods = [HttpMethod.GET, HttpMethod.HEAD, HttpMethod.POST, HttpMethod.PUT, HttpMethod.DELETE]
+    handler = route(["/", "/{rest:path}"], http_method=methods, request_max_body_size=None)
+    return Router(path=path, route_handlers=[handler(chatkit_routes_endpoint)])
 
 
 async def chatkit_response(

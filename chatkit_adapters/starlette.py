@@ -9,6 +9,10 @@ Usage::
     app = Starlette(routes=[
         Route("/chatkit", chatkit_view(server, context=lambda request: {}), methods=["POST"]),
     ])
+
+With attachments (``ChatKitServer(..., attachment_store=Attachments("./uploads"))``)::
+
+    app = Starlette(routes=[Mount("/chatkit", routes=chatkit_routes(server, make_context))])
 """
 
 from __future__ import annotations
@@ -20,14 +24,16 @@ from chatkit.server import ChatKitServer
 from starlette.background import BackgroundTask
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 from typing_extensions import Unpack
 
-from . import _core
+from . import _attachments, _core
 from ._asgi import raw_headers, send_stream
+from ._attachments import FileReply, send_file
 from ._core import ContextFactory, JSONReply, Options, OptionsKwargs, Reply, StreamReply
 
-__all__ = ["ChatKitStreamingResponse", "chatkit_response", "chatkit_view"]
+__all__ = ["ChatKitStreamingResponse", "chatkit_response", "chatkit_routes", "chatkit_view"]
 
 
 class ChatKitStreamingResponse(Response):
@@ -46,9 +52,20 @@ class ChatKitStreamingResponse(Response):
             await self.background()
 
 
-def _render(reply: Reply) -> Response:
+class _FileResponse(Response):
+    def __init__(self, reply: FileReply) -> None:
+        self.reply, self.status_code, self.background = reply, reply.status, None
+        self.raw_headers = raw_headers(reply.headers)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send_file(self.reply, send)
+
+
+def _render(reply: Reply | FileReply) -> Response:
     if isinstance(reply, JSONReply):
         return Response(reply.body, reply.status, dict(reply.headers), _core.JSON_CONTENT_TYPE)
+    if isinstance(reply, FileReply):
+        return _FileResponse(reply)
     return ChatKitStreamingResponse(reply)
 
 
@@ -57,9 +74,13 @@ async def _respond(
     request: Request,
     context: Callable[[], Awaitable[Any]],
     options: Options,
+    rest: str = "",
 ) -> Response:
-    reply = await _core.handle(
+    reply = await _attachments.dispatch(
         server,
+        rest=rest,
+        url=str(request.url),
+        query=request.url.query,
         method=request.method,
         headers=request.headers,
         body=request.stream,
@@ -68,6 +89,35 @@ async def _respond(
         disconnects=(ClientDisconnect,),
     )
     return _render(reply)
+
+
+METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
+
+
+def routes_endpoint(
+    server: ChatKitServer[Any], context: ContextFactory | None, opts: Options
+) -> Callable[[Request], Awaitable[Response]]:
+    """The one endpoint behind ``chatkit_routes`` (path parameter ``rest``: the path under P)."""
+
+    async def chatkit_routes_endpoint(request: Request) -> Response:
+        factory = _core.factory_context(context, request)
+        return await _respond(server, request, factory, opts, request.path_params["rest"])
+
+    return chatkit_routes_endpoint
+
+
+def chatkit_routes(
+    server: ChatKitServer[Any],
+    context: ContextFactory | None = None,
+    **options: Unpack[OptionsKwargs],
+) -> list[BaseRoute]:
+    """The endpoint and the attachment routes, to mount under one prefix.
+
+    ``Mount("/chatkit", routes=chatkit_routes(server, context=make_context))``: the
+    endpoint is ``POST /chatkit/``, attachments under ``/chatkit/attachments``.
+    """
+    endpoint = routes_endpoint(server, context, Options(**options))
+    return [Route("/{rest:path}", endpoint, methods=METHODS)]
 
 
 def chatkit_view(

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from typing import Any
+from wsgiref.util import request_uri
 
 from chatkit.server import ChatKitServer
 from typing_extensions import Unpack
 
-from . import _core, _sync
+from . import _attachments_sync, _core, _sync
 from ._core import ContextFactory, JSONReply, Options, OptionsKwargs
 
 __all__ = ["ChatKitWSGIApp"]
@@ -39,7 +40,8 @@ class ChatKitWSGIApp:
     :class:`chatkit_adapters.ChatKitHTTPError` to reject a request (other exceptions go to
     the WSGI server). Options: ``max_body_size``, ``heartbeat``, ``cleanup_timeout``,
     ``require_json``, ``trusted_origins`` (see :class:`chatkit_adapters.Options`).
-    Anything but POST gets 405.
+    Anything but POST gets 405. With an :class:`~chatkit_adapters.attachments.Attachments`
+    store it also serves the attachment routes relative to its mount point (``PATH_INFO``).
     """
 
     def __init__(
@@ -53,8 +55,11 @@ class ChatKitWSGIApp:
         self.options = Options(**options)
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        reply = _sync.handle(
+        reply = _attachments_sync.dispatch(
             self.server,
+            rest=environ.get("PATH_INFO", ""),
+            url=request_uri(environ, include_query=False),
+            query=environ.get("QUERY_STRING", ""),
             method=environ["REQUEST_METHOD"],
             headers=_sync.EnvironHeaders(environ),
             read=environ["wsgi.input"].read,
@@ -62,6 +67,7 @@ class ChatKitWSGIApp:
             context=lambda: _core.build_context_sync(self.context, environ),
             options=self.options,
             disconnected=_sync.disconnect_probe(environ),
+            strict=False,  # every other path is the endpoint, as before attachments
         )
         if isinstance(reply, JSONReply):
             headers = [*reply.all_headers, ("content-length", str(len(reply.body)))]

@@ -1,4 +1,4 @@
-"""aiohttp: one add_post line.
+"""aiohttp: one add_post line for the endpoint, one add_subapp line for attachments.
 
 Run: ``python -m aiohttp.web -H 127.0.0.1 -P 8000 examples.aiohttp_app:create_app``
 """
@@ -6,7 +6,7 @@ Run: ``python -m aiohttp.web -H 127.0.0.1 -P 8000 examples.aiohttp_app:create_ap
 from aiohttp import web
 
 import chatkit_adapters
-from chatkit_adapters.aiohttp import chatkit_view
+from chatkit_adapters.aiohttp import chatkit_routes, chatkit_view
 from examples.demo.context import DemoContext
 from examples.demo.server import DemoServer
 from examples.demo.store import open_store
@@ -26,6 +26,9 @@ async def drain(app: web.Application) -> None:
 def create_app(argv: list[str] | None = None) -> web.Application:
     app = web.Application()
     app.router.add_post("/chatkit", chatkit_view(server, context=context))
+    # uploads at /chatkit/attachments, files at /chatkit/attachments/{id}/content
+    # (the sub-application alone serves the endpoint too, at /chatkit/)
+    app.add_subapp("/chatkit", chatkit_routes(server, context=context))
     app.on_shutdown.append(drain)
     return app
 

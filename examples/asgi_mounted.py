@@ -1,14 +1,12 @@
 """The raw ASGI app inside another ASGI app.
 
-Run: ``uvicorn examples.asgi_mounted:app`` (ChatKit at ``/api/chatkit``). The factory
-gets the ASGI scope; reject a request by raising ``ChatKitHTTPError``.
-
-``Route(path, asgi_app)`` serves exactly that path; ``Mount("/api/chatkit", asgi_app)``
-works too but then the endpoint URL ends with a slash (``/api/chatkit/``).
+Run: ``uvicorn examples.asgi_mounted:app`` (ChatKit at ``/api/chatkit/``, attachments
+under ``/api/chatkit/attachments``: the app routes on the path under its mount point). The
+factory gets the ASGI scope; reject a request by raising ``ChatKitHTTPError``.
 """
 
 from starlette.applications import Starlette
-from starlette.routing import Route
+from starlette.routing import Mount
 
 from chatkit_adapters import ChatKitHTTPError
 from chatkit_adapters.asgi import ChatKitASGIApp
@@ -26,4 +24,4 @@ def context(scope: dict) -> DemoContext:
     return DemoContext(user_id=headers.get("x-user-id", "demo"))
 
 
-app = Starlette(routes=[Route("/api/chatkit", ChatKitASGIApp(server, context=context))])
+app = Starlette(routes=[Mount("/api/chatkit", ChatKitASGIApp(server, context=context))])

@@ -7,7 +7,7 @@ methods=["POST"])``.)
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.middleware.cors import CORSMiddleware
 
-from chatkit_adapters.fastapi import chatkit_response
+from chatkit_adapters.fastapi import chatkit_response, chatkit_routes
 from examples.demo.context import DemoContext
 from examples.demo.server import DemoServer
 from examples.demo.store import open_store
@@ -18,7 +18,7 @@ app = FastAPI()
 app.add_middleware(
     CORSMiddleware,
     allow_origins=["http://localhost:5173"],
-    allow_methods=["POST"],
+    allow_methods=["GET", "POST", "PUT"],
     allow_headers=CORS_HEADERS,
 )
 
@@ -34,3 +34,10 @@ def current_user(request: Request) -> str:
 @app.post("/chatkit")
 async def chatkit(request: Request, user: str = Depends(current_user)):
     return await chatkit_response(server, request, DemoContext(user_id=user))
+
+
+# uploads at /chatkit/attachments, files at /chatkit/attachments/{id}/content
+app.include_router(
+    chatkit_routes(server, context=lambda request: DemoContext(user_id=current_user(request))),
+    prefix="/chatkit",
+)

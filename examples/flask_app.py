@@ -1,4 +1,4 @@
-"""Flask: one add_url_rule line, streaming from a sync view.
+"""Flask: one register_blueprint line (endpoint and attachments), streaming from a sync view.
 
 Run: ``gunicorn -k gthread --threads 32 examples.flask_app:app`` (never the sync worker for
 streams) or ``waitress-serve --channel-request-lookahead=1 examples.flask_app:app``.
@@ -6,7 +6,7 @@ streams) or ``waitress-serve --channel-request-lookahead=1 examples.flask_app:ap
 
 from flask import Flask, Request, Response, abort
 
-from chatkit_adapters.flask import chatkit_view
+from chatkit_adapters.flask import chatkit_routes
 from examples.demo.context import DemoContext
 from examples.demo.server import DemoServer
 from examples.demo.store import open_store
@@ -23,7 +23,9 @@ def context(req: Request) -> DemoContext:
     return DemoContext(user_id=user)
 
 
-app.add_url_rule("/chatkit", view_func=chatkit_view(server, context=context), methods=["POST"])
+# POST /chatkit, uploads at /chatkit/attachments, files at /chatkit/attachments/{id}/content
+# (the endpoint alone: app.add_url_rule("/chatkit", view_func=chatkit_view(...), methods=["POST"]))
+app.register_blueprint(chatkit_routes(server, context=context), url_prefix="/chatkit")
 
 
 @app.after_request
@@ -31,5 +33,5 @@ def cors(response: Response) -> Response:
     """Only needed when the ChatKit front end is served from another origin."""
     response.headers["Access-Control-Allow-Origin"] = "http://localhost:5173"
     response.headers["Access-Control-Allow-Headers"] = ", ".join(CORS_HEADERS)
-    response.headers["Access-Control-Allow-Methods"] = "POST"
+    response.headers["Access-Control-Allow-Methods"] = "GET, POST, PUT"
     return response

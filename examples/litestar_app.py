@@ -1,4 +1,4 @@
-"""Litestar: one route handler, and a user-written one with a guard.
+"""Litestar: one router (endpoint and attachments), and a user-written handler with a guard.
 
 Run: ``uvicorn examples.litestar_app:app``
 """
@@ -10,7 +10,7 @@ from litestar.exceptions import NotAuthorizedException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.types import ASGIApp
 
-from chatkit_adapters.litestar import chatkit_response, chatkit_view
+from chatkit_adapters.litestar import chatkit_response, chatkit_routes
 from examples.demo.context import DemoContext
 from examples.demo.server import DemoServer
 from examples.demo.store import open_store
@@ -35,8 +35,12 @@ async def guarded_chatkit(request: Request) -> ASGIApp:
 
 
 app = Litestar(
-    route_handlers=[chatkit_view(server, context=context, path="/chatkit"), guarded_chatkit],
+    # POST /chatkit, uploads at /chatkit/attachments, files at /chatkit/attachments/{id}/content
+    # (the endpoint alone: chatkit_view(server, context=context, path="/chatkit"))
+    route_handlers=[chatkit_routes(server, context=context, path="/chatkit"), guarded_chatkit],
     cors_config=CORSConfig(
-        allow_origins=["http://localhost:5173"], allow_methods=["POST"], allow_headers=CORS_HEADERS
+        allow_origins=["http://localhost:5173"],
+        allow_methods=["GET", "POST", "PUT"],
+        allow_headers=CORS_HEADERS,
     ),
 )

@@ -1,7 +1,8 @@
 """The raw WSGI app under werkzeug's DispatcherMiddleware, beside another WSGI app.
 
 Run: ``gunicorn -k gthread --threads 32 examples.wsgi_dispatcher:app`` (ChatKit at
-``/chatkit``). The factory gets the WSGI ``environ``; reject with ``ChatKitHTTPError``.
+``/chatkit``, attachments under ``/chatkit/attachments``: the app routes on ``PATH_INFO``).
+The factory gets the WSGI ``environ``; reject with ``ChatKitHTTPError``.
 """
 
 from werkzeug.middleware.dispatcher import DispatcherMiddleware

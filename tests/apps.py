@@ -26,6 +26,16 @@ def app() -> Any:
     client_class = getattr(importlib.import_module(module_name), attr)
     options = json.loads(os.environ.get("CHATKIT_TEST_OPTIONS") or "{}")
     variant = os.environ.get("CHATKIT_TEST_VARIANT", "view")
+    if variant == "routes":  # chatkit_routes with an Attachments store (CHATKIT_TEST_ATTACHMENTS)
+        from chatkit_adapters.attachments import Attachments
+
+        server = make_server()
+        server.attachment_store = Attachments(
+            os.environ["CHATKIT_TEST_ATTACHMENTS"],
+            max_upload_size=int(os.environ.get("CHATKIT_TEST_MAX_UPLOAD", 1 << 30)),
+            secret="test",
+        )
+        return client_class.make_routes_app(server, None, **options)
     return client_class.make_app(make_server(), None, variant, **options)
 
 

@@ -8,8 +8,10 @@ Skips, with the reason, where Chromium or Playwright is missing.
 from __future__ import annotations
 
 import shutil
+import struct
 import sys
 import urllib.request
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,6 +47,7 @@ def demo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}/"
     env = {
         "DATABASE_URL": f"sqlite:///{tmp_path / 'demo.db'}",
+        "ATTACHMENTS_URL": str(tmp_path / "files"),
         "DEMO_WORD_DELAY": "0.1",
         "OPENAI_API_KEY": None,  # the embedded default model, whatever the machine has
     }
@@ -114,5 +117,76 @@ def test_send_stream_stop_reload_keeps_partial_answer(demo: str) -> None:
             assert "OPENAI_API_KEY" not in kept  # the partial answer, not a completed one
             users = page.locator(".user_message").all_text_contents()
             assert users == ["Tell me about streaming"]
+        finally:
+            browser.close()
+
+
+def png(width: int = 24, height: int = 16) -> bytes:
+    """A real PNG (solid red) that a browser decodes."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    rows = b"".join(b"\x00" + b"\xff\x00\x00" * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+PREVIEW_SHOWN = """() => {
+    const img = document.querySelector('.user_message img.preview');
+    return img !== null && img.complete && img.naturalWidth === 24;
+}"""
+
+THREAD_GONE = """async (threadId) => {
+    const response = await fetch("/chatkit", {
+        method: "POST",
+        headers: {"Content-Type": "application/json"},
+        body: JSON.stringify({type: "threads.get_by_id", params: {thread_id: threadId}}),
+    });
+    return response.status;
+}"""
+
+
+@pytest.mark.parametrize("demo", FRAMEWORKS, indirect=True)
+def test_attach_image_preview_reload_delete(demo: str) -> None:
+    if CHROMIUM is None:
+        pytest.skip("Chromium is not installed (Debian package 'chromium')")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"]
+        )
+        try:
+            page = browser.new_page()
+            page.goto(demo)
+            image = {"name": "red.png", "mimeType": "image/png", "buffer": png()}
+            page.set_input_files("#file", files=[image])
+            page.wait_for_function(
+                "document.querySelector('#status').textContent.startsWith('Attached')"
+            )
+            page.fill("#input", "What is in this picture?")
+            page.click("#send")
+            page.wait_for_function(PREVIEW_SHOWN)  # the signed preview URL, loaded by <img>
+            page.wait_for_function(
+                "document.querySelector('#status').textContent.startsWith('Done')"
+            )
+            thread_id = page.evaluate("localStorage.getItem('chatkit-demo-thread')")
+            page.reload()
+            page.wait_for_function(
+                "document.querySelector('#status').textContent.includes('items')"
+            )
+            page.wait_for_function(PREVIEW_SHOWN)  # still there, from the store
+            assert page.locator(".user_message").all_text_contents() == ["What is in this picture?"]
+            page.click("#delete")
+            page.wait_for_function(
+                "document.querySelector('#status').textContent.startsWith('Deleted')"
+            )
+            assert page.evaluate(THREAD_GONE, thread_id) == 404
         finally:
             browser.close()

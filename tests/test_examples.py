@@ -19,7 +19,7 @@ pytestmark = pytest.mark.examples
 ASGI_EXAMPLES = {
     "starlette_app": "/chatkit",
     "fastapi_app": "/chatkit",
-    "asgi_mounted": "/api/chatkit",
+    "asgi_mounted": "/api/chatkit/",
     "litestar_app": "/chatkit",
 }
 
@@ -28,6 +28,7 @@ def load_example(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     pytest.importorskip("aiosqlite")
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'example.db'}")
     monkeypatch.setenv("DEMO_WORD_DELAY", "0")
+    monkeypatch.setenv("ATTACHMENTS_URL", str(tmp_path / "files"))
     sys.modules.pop(f"examples.{name}", None)
     try:
         return importlib.import_module(f"examples.{name}")
@@ -99,3 +100,27 @@ def test_wsgi_example(
     from chatkit_adapters import _bridge
 
     _bridge.call(module.server.store.aclose(), timeout=10)  # on the loop that used it
+
+
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(64)
+
+
+@pytest.mark.parametrize("name", ASGI_EXAMPLES)
+async def test_asgi_example_attachments(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module = load_example(name, tmp_path, monkeypatch)
+    uploads = ASGI_EXAMPLES[name].rstrip("/") + "/attachments"
+    transport = httpx.ASGITransport(app=module.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://example") as client:
+        files = {"file": ("dot.png", PNG, "image/png")}
+        response = await client.post(uploads, files=files, headers={"x-user-id": "alice"})
+        assert response.status_code == 200, response.text
+        preview = response.json()["preview_url"]
+        assert preview.startswith("http://example" + uploads + "/")
+        image = await client.get(preview)
+        assert image.status_code == 200 and image.content == PNG
+        owner_only = preview.split("?")[0]
+        response = await client.get(owner_only, headers={"x-user-id": "bob"})
+        assert response.status_code == 404
+    await module.server.store.aclose()

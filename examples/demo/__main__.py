@@ -44,7 +44,16 @@ def raw_asgi_app() -> Any:
         )
         return DemoContext(user_id=cookies.get("chatkit_user", "demo"))
 
-    return ChatKitASGIApp(DemoServer(open_store()), context=context)
+    app = ChatKitASGIApp(DemoServer(open_store()), context=context)
+
+    async def mounted(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        # what Starlette's Mount("/chatkit", app) does, without its redirect of /chatkit:
+        # the raw app routes on the path under root_path (attachments under /chatkit/)
+        if scope["type"] == "http" and scope["path"].startswith("/chatkit"):
+            scope = {**scope, "root_path": scope.get("root_path", "") + "/chatkit"}
+        await app(scope, receive, send)
+
+    return mounted
 
 
 def load(spec: str) -> Any:

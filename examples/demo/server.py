@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 
 from chatkit.server import ChatKitServer
-from chatkit.store import Store
+from chatkit.store import AttachmentStore, Store
 from chatkit.types import (
     AssistantMessageContent,
     AssistantMessageContentPartTextDelta,
@@ -60,8 +60,20 @@ def _text(item: UserMessageItem | None) -> str:
 class DemoServer(ChatKitServer[DemoContext]):
     """Streams a canned reply word by word, or an Agents SDK run when a key is set."""
 
-    def __init__(self, store: Store[DemoContext], word_delay: float = WORD_DELAY) -> None:
-        super().__init__(store)
+    def __init__(
+        self,
+        store: Store[DemoContext],
+        word_delay: float = WORD_DELAY,
+        attachment_store: AttachmentStore[DemoContext] | None = None,
+    ) -> None:
+        if attachment_store is None:  # files in ATTACHMENTS_URL (default ./chatkit-demo-files)
+            from chatkit_adapters.attachments import Attachments
+
+            location = os.environ.get("ATTACHMENTS_URL", "chatkit-demo-files")
+            attachment_store = Attachments(
+                location, allowed_types=["image/*", "text/*", "application/pdf"]
+            )
+        super().__init__(store, attachment_store=attachment_store)
         self.word_delay = word_delay
 
     async def respond(

@@ -6,9 +6,9 @@ WSGI:  ``python examples/django_project/manage.py runserver``  (or gunicorn -k g
 """
 
 from django.http import HttpRequest, HttpResponse
-from django.urls import path
+from django.urls import include, path
 
-from chatkit_adapters.django import chatkit_view
+from chatkit_adapters.django import chatkit_routes, chatkit_view
 from examples.demo.context import DemoContext
 from examples.demo.server import DemoServer
 from examples.demo.store import open_store
@@ -30,4 +30,7 @@ def page(request: HttpRequest) -> HttpResponse:
 urlpatterns = [
     path("", page),
     path("chatkit", chatkit_view(server, context=context)),
+    # uploads at chatkit/attachments/, files at chatkit/attachments/<id>/content/
+    # (include() alone serves the endpoint too, at chatkit/)
+    path("chatkit/", include(chatkit_routes(server, context=context))),
 ]

@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from chatkit_adapters.aiohttp import chatkit_response, chatkit_view
+from chatkit_adapters.aiohttp import chatkit_response, chatkit_routes, chatkit_view
 
 from .base import HttpClient, Response, call_factory
 
@@ -41,7 +41,7 @@ class AiohttpClient(HttpClient):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.app = self.make_app(self.server, self.context, self.variant, **self.options)
+        self.app = self.build_app()
         self._client: TestClient[Any, Any] | None = None
 
     @classmethod
@@ -69,6 +69,7 @@ class AiohttpClient(HttpClient):
         method: str,
         body: bytes | AsyncIterator[bytes] = b"",
         headers: Mapping[str, str] | None = None,
+        path: str | None = None,
     ) -> Response:
         if self._client is None:
             self._client = TestClient(DefaultsTestServer(self.app))
@@ -76,7 +77,7 @@ class AiohttpClient(HttpClient):
         if not (headers or {}).get("content-length", "0").isdigit():
             return await self._raw_request(method, body, headers or {})
         async with self._client.request(
-            method, self.path, data=body, headers=dict(headers or {})
+            method, path or self.path, data=body, headers=dict(headers or {})
         ) as response:
             data = await response.read()
             if self.variant == "middleware" and 200 <= response.status < 300:
@@ -103,6 +104,12 @@ class AiohttpClient(HttpClient):
     async def aclose(self) -> None:
         if self._client is not None:
             await self._client.close()
+
+    @classmethod
+    def make_routes_app(cls, server: Any, context: Any = None, **options: Any) -> Any:
+        app = web.Application()
+        app.add_subapp("/chatkit", chatkit_routes(server, context=context, **options))
+        return app
 
     @staticmethod
     def header(native_request: Any, name: str) -> str | None:

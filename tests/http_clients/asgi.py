@@ -27,6 +27,14 @@ class AsgiClient(AsgiHttpClient):
             return Starlette(routes=[Mount("/chatkit", app)])
         return app
 
+    @classmethod
+    def make_routes_app(cls, server: Any, context: Any = None, **options: Any) -> Any:
+        from starlette.applications import Starlette
+        from starlette.routing import Mount
+
+        app = ChatKitASGIApp(server, context=context, **options)
+        return Starlette(routes=[Mount("/chatkit", app)])  # routes relative to root_path
+
     @staticmethod
     def header(native_request: Any, name: str) -> str | None:
         for key, value in native_request["headers"]:

@@ -39,6 +39,8 @@ class HttpClient(ABC):
     # real servers (names in tests.realserver.SERVERS) the real-server tests run it under
     real_servers: ClassVar[tuple[str, ...]] = ()
     path = "/chatkit"
+    # the endpoint of the app make_routes_app builds (chatkit_routes under /chatkit)
+    routes_path: ClassVar[str] = "/chatkit/"
 
     def __init__(
         self,
@@ -58,7 +60,21 @@ class HttpClient(ABC):
         method: str,
         body: bytes | AsyncIterator[bytes] = b"",
         headers: Mapping[str, str] | None = None,
+        path: str | None = None,
     ) -> Response: ...
+
+    @classmethod
+    def make_routes_app(
+        cls, server: ChatKitServer[Any], context: ContextFactory | None = None, **options: Any
+    ) -> Any:
+        """The framework's app with ``chatkit_routes`` under ``/chatkit`` (variant "routes")."""
+        raise NotImplementedError
+
+    def build_app(self) -> Any:
+        if self.variant == "routes":
+            self.path = self.routes_path
+            return self.make_routes_app(self.server, self.context, **self.options)
+        return self.make_app(self.server, self.context, self.variant, **self.options)
 
     async def post(
         self, body: bytes | AsyncIterator[bytes], headers: Mapping[str, str] | None = None
@@ -95,7 +111,7 @@ class AsgiHttpClient(HttpClient):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.app = self.make_app(self.server, self.context, self.variant, **self.options)
+        self.app = self.build_app()
         if self.variant == "mounted":
             self.path = "/chatkit/"
         self._client = httpx.AsyncClient(
@@ -108,9 +124,10 @@ class AsgiHttpClient(HttpClient):
         method: str,
         body: bytes | AsyncIterator[bytes] = b"",
         headers: Mapping[str, str] | None = None,
+        path: str | None = None,
     ) -> Response:
         response = await self._client.request(
-            method, self.path, content=body, headers=dict(headers or {})
+            method, path or self.path, content=body, headers=dict(headers or {})
         )
         return Response(
             response.status_code,

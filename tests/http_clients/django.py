@@ -22,11 +22,16 @@ from asgiref.sync import async_to_sync
 from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.wsgi import WSGIHandler
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
-from django.urls import path
+from django.urls import include, path
 from django.utils.deprecation import MiddlewareMixin
 from werkzeug.test import Client
 
-from chatkit_adapters.django import achatkit_response, chatkit_response, chatkit_view
+from chatkit_adapters.django import (
+    achatkit_response,
+    chatkit_response,
+    chatkit_routes,
+    chatkit_view,
+)
 
 from .base import HttpClient, Response, call_factory
 
@@ -48,6 +53,11 @@ class UnauthorizedMiddleware(MiddlewareMixin):
 class URLConf:
     def __init__(self, view: Any) -> None:
         self.urlpatterns = [path("chatkit", view)]
+
+
+class RoutesURLConf:
+    def __init__(self, routes: Any) -> None:
+        self.urlpatterns = [path("chatkit/", include(routes))]
 
 
 class ASGIApp(ASGIHandler):  # type: ignore[misc]
@@ -119,7 +129,7 @@ class DjangoClient(HttpClient):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.app = self.make_app(self.server, self.context, self.variant, **self.options)
+        self.app = self.build_app()
         if self.wsgi:
             self._wsgi_client = Client(self.app, use_cookies=False)
         else:
@@ -142,11 +152,12 @@ class DjangoClient(HttpClient):
         method: str,
         body: bytes | AsyncIterator[bytes] = b"",
         headers: Mapping[str, str] | None = None,
+        path: str | None = None,
     ) -> Response:
         if self.wsgi:
-            return await self._wsgi_request(method, body, dict(headers or {}))
+            return await self._wsgi_request(method, body, dict(headers or {}), path)
         response = await self._client.request(
-            method, self.path, content=body, headers=dict(headers or {})
+            method, path or self.path, content=body, headers=dict(headers or {})
         )
         return Response(
             response.status_code,
@@ -155,7 +166,11 @@ class DjangoClient(HttpClient):
         )
 
     async def _wsgi_request(
-        self, method: str, body: bytes | AsyncIterator[bytes], headers: dict[str, str]
+        self,
+        method: str,
+        body: bytes | AsyncIterator[bytes],
+        headers: dict[str, str],
+        path: str | None = None,
     ) -> Response:
         overrides: dict[str, Any] = {}
         if isinstance(body, bytes):
@@ -170,7 +185,7 @@ class DjangoClient(HttpClient):
 
         def call() -> Response:
             response = self._wsgi_client.open(
-                self.path,
+                path or self.path,
                 method=method,
                 input_stream=io.BytesIO(data),
                 headers=headers,
@@ -188,6 +203,11 @@ class DjangoClient(HttpClient):
     async def aclose(self) -> None:
         if not self.wsgi:
             await self._client.aclose()
+
+    @classmethod
+    def make_routes_app(cls, server: Any, context: Any = None, **options: Any) -> Any:
+        routes = chatkit_routes(server, context=context, **options)
+        return (WSGIApp if cls.wsgi else ASGIApp)(RoutesURLConf(routes))
 
     @staticmethod
     def header(native_request: Any, name: str) -> str | None:

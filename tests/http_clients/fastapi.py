@@ -4,7 +4,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 
-from chatkit_adapters.fastapi import chatkit_response, chatkit_view
+from chatkit_adapters.fastapi import chatkit_response, chatkit_routes, chatkit_view
 
 from .base import AsgiHttpClient, call_factory
 from .starlette import MIDDLEWARE
@@ -35,6 +35,12 @@ class FastAPIClient(AsgiHttpClient):
         view = chatkit_view(server, context=context, **options)
         router.add_api_route("/chatkit", view, methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
         app.include_router(router)
+        return app
+
+    @classmethod
+    def make_routes_app(cls, server: Any, context: Any = None, **options: Any) -> Any:
+        app = FastAPI()
+        app.include_router(chatkit_routes(server, context, **options), prefix="/chatkit")
         return app
 
     @staticmethod

@@ -9,7 +9,7 @@ import flask
 from werkzeug.exceptions import Unauthorized
 
 from chatkit_adapters import _bridge, live_streams
-from chatkit_adapters.flask import chatkit_response, chatkit_view
+from chatkit_adapters.flask import chatkit_response, chatkit_routes, chatkit_view
 
 from .wsgi_base import REAL_SERVERS, WsgiHttpClient, prepare_process
 
@@ -65,6 +65,15 @@ class FlaskClient(WsgiHttpClient):
                 response.headers["x-passed"] = "1" if flask.g.get("hooked") else "0"
                 return response
 
+        return app
+
+    routes_path = "/chatkit"
+
+    @classmethod
+    def make_routes_app(cls, server: Any, context: Any = None, **options: Any) -> Any:
+        prepare_process()
+        app = flask.Flask(__name__)
+        app.register_blueprint(chatkit_routes(server, context, **options), url_prefix="/chatkit")
         return app
 
     @staticmethod

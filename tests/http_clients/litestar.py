@@ -11,7 +11,7 @@ from litestar.exceptions import NotAuthorizedException
 from litestar.handlers import BaseRouteHandler
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from chatkit_adapters.litestar import chatkit_response, chatkit_view
+from chatkit_adapters.litestar import chatkit_response, chatkit_routes, chatkit_view
 
 from .base import AsgiHttpClient, call_factory
 
@@ -73,6 +73,12 @@ class LitestarClient(AsgiHttpClient):
                 guards=[deny_on_header],
             )
         return Litestar(route_handlers=[view])
+
+    routes_path = "/chatkit"
+
+    @classmethod
+    def make_routes_app(cls, server: Any, context: Any = None, **options: Any) -> Any:
+        return Litestar(route_handlers=[chatkit_routes(server, context, **options)])
 
     @staticmethod
     def header(native_request: Any, name: str) -> str | None:

@@ -9,9 +9,9 @@ from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
-from chatkit_adapters.starlette import chatkit_response, chatkit_view
+from chatkit_adapters.starlette import chatkit_response, chatkit_routes, chatkit_view
 
 from .base import AsgiHttpClient, call_factory
 
@@ -49,6 +49,12 @@ class StarletteClient(AsgiHttpClient):
         view = chatkit_view(server, context=context, **options)
         middleware = MIDDLEWARE if variant == "middleware" else None
         return Starlette(routes=[Route("/chatkit", view, methods=methods)], middleware=middleware)
+
+    @classmethod
+    def make_routes_app(cls, server: Any, context: Any = None, **options: Any) -> Any:
+        return Starlette(
+            routes=[Mount("/chatkit", routes=chatkit_routes(server, context, **options))]
+        )
 
     @staticmethod
     def header(native_request: Any, name: str) -> str | None:

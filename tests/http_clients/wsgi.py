@@ -28,6 +28,12 @@ class WsgiClient(WsgiHttpClient):
             return DispatcherMiddleware(NotFound(), {"/chatkit": app})
         return app
 
+    @classmethod
+    def make_routes_app(cls, server: Any, context: Any = None, **options: Any) -> Any:
+        prepare_process()
+        app = ChatKitWSGIApp(server, context=context, **options)
+        return DispatcherMiddleware(NotFound(), {"/chatkit": app})  # routes on PATH_INFO
+
     @staticmethod
     def header(native_request: Any, name: str) -> str | None:
         key = name.upper().replace("-", "_")

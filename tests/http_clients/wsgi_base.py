@@ -87,16 +87,19 @@ class WsgiHttpClient(HttpClient):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.app = self.make_app(self.server, self.context, self.variant, **self.options)
+        self.app = self.build_app()
 
     async def request(
         self,
         method: str,
         body: bytes | AsyncIterator[bytes] = b"",
         headers: Mapping[str, str] | None = None,
+        path: str | None = None,
     ) -> Response:
         loop = asyncio.get_running_loop()
-        return await asyncio.to_thread(self._request, method, body, dict(headers or {}), loop)
+        return await asyncio.to_thread(
+            self._request, method, body, dict(headers or {}), loop, path or self.path
+        )
 
     def _environ(
         self,
@@ -104,12 +107,13 @@ class WsgiHttpClient(HttpClient):
         body: bytes | AsyncIterator[bytes],
         headers: dict[str, str],
         loop: asyncio.AbstractEventLoop,
+        path: str | None = None,
     ) -> dict[str, Any]:
         lower = {k.lower(): v for k, v in headers.items()}
         plain = {k: v for k, v in headers.items() if k.lower() not in ("content-length",)}
         streamed = not isinstance(body, bytes)
         builder = EnvironBuilder(
-            path=self.path,
+            path=path or self.path,
             method=method,
             headers=plain,
             data=None if streamed else body,
@@ -117,6 +121,8 @@ class WsgiHttpClient(HttpClient):
         )
         environ = builder.get_environ()
         builder.close()
+        if "content-type" in lower:  # as given (werkzeug makes up a multipart boundary)
+            environ["CONTENT_TYPE"] = lower["content-type"]
         if streamed:
             assert not isinstance(body, bytes)
             environ["wsgi.input"] = AsyncBodyReader(body, loop)
@@ -135,8 +141,9 @@ class WsgiHttpClient(HttpClient):
         body: bytes | AsyncIterator[bytes],
         headers: dict[str, str],
         loop: asyncio.AbstractEventLoop,
+        path: str | None = None,
     ) -> Response:
-        environ = self._environ(method, body, headers, loop)
+        environ = self._environ(method, body, headers, loop, path)
         try:
             app_iter, status, response_headers = run_wsgi_app(self.app, environ)
         except Exception:

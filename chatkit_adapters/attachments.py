@@ -1,0 +1,412 @@
+"""Attachments for ChatKit: a ready ``AttachmentStore`` on an object store, and the routes.
+
+Usage::
+
+    from chatkit_adapters.attachments import Attachments
+
+    server = MyServer(store, attachment_store=Attachments("./uploads"))
+    # then mount every route of one framework under one prefix, e.g. Starlette:
+    app = Starlette(routes=[Mount("/chatkit", routes=chatkit_routes(server, make_context))])
+
+The bytes live in an object store (obstore): a directory (or a ``file://`` URL) by default,
+``memory://`` for tests. Each attachment is two objects: its bytes under a key that is
+never reused (``{id}/{token}.bin``) and a small JSON record (``{id}/meta.json``) written
+last and only if absent. That record is the commit: an upload that fails, or a client
+that leaves mid-upload, leaves no record, so nothing is served and the attachment is not
+marked uploaded; a second upload of the same attachment finds the record and gets 409.
+The record also holds what a signed content URL needs (name, type, size), because such a
+request is served without calling the context factory.
+
+Routes (under the prefix P of ``chatkit_routes``; every framework module has it):
+``POST P/attachments`` (direct upload, ``multipart/form-data`` field ``file``),
+``POST|PUT P/attachments/{id}/upload`` (two-phase upload) and
+``GET|HEAD P/attachments/{id}/content``.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import os
+import re
+import secrets
+import time
+import warnings
+from collections.abc import AsyncIterable, AsyncIterator, Collection
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import quote, urlsplit
+
+import obstore
+from chatkit.store import AttachmentStore, NotFoundError, Store
+from chatkit.types import (
+    Attachment,
+    AttachmentCreateParams,
+    AttachmentUploadDescriptor,
+    FileAttachment,
+    ImageAttachment,
+)
+from obstore.exceptions import AlreadyExistsError
+from obstore.store import LocalStore, MemoryStore
+
+from ._attachments import Site, current_site
+from ._core import ChatKitHTTPError
+
+__all__ = ["RASTER_TYPES", "SECRET_ENV", "Attachments"]
+
+logger = logging.getLogger("chatkit_adapters")
+
+SECRET_ENV: Final = "CHATKIT_ATTACHMENTS_SECRET"
+"""The environment variable holding the URL-signing secret (shared by every process)."""
+
+DEFAULT_MAX_UPLOAD_SIZE: Final = 20 * 1024 * 1024
+DEFAULT_URL_TTL: Final = 7 * 24 * 3600.0
+DEFAULT_CHUNK_SIZE: Final = 256 * 1024
+
+RASTER_TYPES: Final = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
+"""The only types served inline (and previewed): their bytes are checked at upload."""
+
+_ID = re.compile(r"atc_[0-9a-f]{32}")
+_MIME = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
+_OCTET: Final = "application/octet-stream"
+# types a browser may run as a document or script: always served as bytes to download
+_ACTIVE: Final = re.compile(r"(text/(html|xml|javascript|ecmascript)|.*\+xml|.*/xml|.*script)$")
+
+
+def valid_id(value: str) -> bool:
+    """Whether *value* has the shape of an id this store generates (routes check it)."""
+    return _ID.fullmatch(value) is not None
+
+
+def clean_type(value: str | None) -> str:
+    """A declared media type, lower-cased without parameters; ``application/octet-stream``
+    for anything that is not a plain ``type/subtype``."""
+    kind = (value or "").split(";", 1)[0].strip().lower()
+    return kind if _MIME.fullmatch(kind) else _OCTET
+
+
+def served_type(kind: str) -> str:
+    """The ``Content-Type`` the content route answers with for a stored type."""
+    return _OCTET if _ACTIVE.match(kind) else kind
+
+
+def sniff_ok(kind: str, head: bytes) -> bool:
+    """Whether the first bytes of a file fit its declared raster type (others: always)."""
+    if kind == "image/png":
+        return head.startswith(b"\x89PNG\r\n\x1a\n")
+    if kind == "image/jpeg":
+        return head.startswith(b"\xff\xd8\xff")
+    if kind == "image/gif":
+        return head.startswith((b"GIF87a", b"GIF89a"))
+    if kind == "image/webp":
+        return head[:4] == b"RIFF" and head[8:12] == b"WEBP"
+    return True
+
+
+SNIFF_SIZE: Final = 16
+
+
+@dataclass(frozen=True)
+class Record:
+    """What is stored with the bytes: enough to serve them without the per-user store."""
+
+    name: str
+    mime_type: str
+    size: int
+    token: str
+
+    @property
+    def key(self) -> str:
+        return self.token + ".bin"
+
+    def dumps(self) -> bytes:
+        data = {"name": self.name, "mime_type": self.mime_type, "size": self.size}
+        return json.dumps({**data, "token": self.token}).encode()
+
+    @classmethod
+    def loads(cls, data: bytes) -> Record:
+        value = json.loads(data)
+        return cls(str(value["name"]), str(value["mime_type"]), int(value["size"]), value["token"])
+
+
+def open_store(location: str | os.PathLike[str]) -> Any:
+    """The obstore store for *location*: a directory path, ``file://`` URL or ``memory://``."""
+    text = os.fspath(location)
+    if text == "memory://":
+        return MemoryStore()
+    scheme = urlsplit(text).scheme
+    if scheme == "file":
+        return LocalStore.from_url(text, mkdir=True)
+    if scheme and len(scheme) > 1:
+        raise ValueError(f"Attachments: unsupported location {text!r} (a directory or file://)")
+    return LocalStore(Path(text).resolve(), mkdir=True)
+
+
+class Attachments(AttachmentStore[Any]):
+    """A ready ``chatkit.store.AttachmentStore``: bytes in an object store, served by the
+    routes of every framework's ``chatkit_routes``.
+
+    ``ChatKitServer(store, attachment_store=Attachments("./uploads", max_upload_size=10 << 20))``
+
+    Options (keyword-only):
+
+    - ``max_upload_size``: largest file in bytes (413 above it); default 20 MiB.
+    - ``allowed_types``: media types accepted at upload, ``"image/*"`` wildcards allowed
+      (415 otherwise); default: any type (served safely: only PNG, JPEG, GIF and WebP,
+      whose bytes are checked at upload, are ever shown inline).
+    - ``secret``: the key signing preview URLs (an ``<img>`` sends no credentials); by
+      default the ``CHATKIT_ATTACHMENTS_SECRET`` environment variable, else a random
+      per-process key (with a warning: URLs then work only in the process that made them).
+    - ``public_url``: the absolute URL of the routes' prefix, when the request cannot
+      tell it (a proxy that rewrites paths); by default it comes from each request.
+    - ``url_ttl``: seconds a signed URL stays valid (default 7 days: preview URLs are
+      stored with the thread, and a reload shows them again).
+    - ``chunk_size``: bytes buffered per write to the store (the upload's memory bound;
+      default 256 KiB; S3 needs at least 5 MiB per part).
+    """
+
+    def __init__(
+        self,
+        location: str | os.PathLike[str],
+        *,
+        max_upload_size: int = DEFAULT_MAX_UPLOAD_SIZE,
+        allowed_types: Collection[str] | None = None,
+        secret: str | bytes | None = None,
+        public_url: str | None = None,
+        url_ttl: float = DEFAULT_URL_TTL,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+    ) -> None:
+        if max_upload_size < 0:
+            raise ValueError("max_upload_size must be >= 0")
+        if isinstance(allowed_types, str):
+            raise TypeError("allowed_types must be a collection of types, not one string")
+        if url_ttl <= 0:
+            raise ValueError("url_ttl must be positive")
+        self.location = os.fspath(location)
+        self.objects = open_store(location)
+        self.max_upload_size = max_upload_size
+        self.allowed_types = (
+            None if allowed_types is None else frozenset(t.lower() for t in allowed_types)
+        )
+        self.public_url = None if public_url is None else public_url.rstrip("/") + "/"
+        self.url_ttl = url_ttl
+        self.chunk_size = chunk_size
+        self.store: Store[Any] | None = None  # bound by chatkit_routes (authorization)
+        if secret is None:
+            secret = os.environ.get(SECRET_ENV) or None
+        if secret is None:
+            warnings.warn(
+                f"Attachments: no secret given and {SECRET_ENV} is not set; signed URLs "
+                "use a random key and work only in this process",
+                stacklevel=2,
+            )
+            secret = secrets.token_bytes(32)
+        self._secret = secret.encode() if isinstance(secret, str) else secret
+
+    # -- ChatKit's AttachmentStore ----------------------------------------------------
+
+    def generate_attachment_id(self, mime_type: str, context: Any) -> str:
+        """``atc_`` and 32 random hex digits (the routes accept nothing else)."""
+        return "atc_" + secrets.token_hex(16)
+
+    async def create_attachment(self, input: AttachmentCreateParams, context: Any) -> Attachment:
+        """Two-phase upload: an attachment whose ``upload_descriptor`` is this store's
+        upload route (``PUT`` the bytes, or ``POST`` them as multipart ``file``)."""
+        if input.size < 0:
+            raise ChatKitHTTPError(400, "size must be >= 0")
+        if input.size > self.max_upload_size:
+            raise ChatKitHTTPError(413, f"File is larger than {self.max_upload_size} bytes")
+        kind = clean_type(input.mime_type)
+        self.check_type(kind)
+        attachment_id = self.generate_attachment_id(kind, context)
+        site = self.site()
+        upload = AttachmentUploadDescriptor(
+            url=site.url(f"attachments/{attachment_id}/upload"),  # type: ignore[arg-type]
+            method="PUT",
+            headers={"content-type": kind},
+        )
+        return self.attachment(
+            attachment_id, input.name, kind, site, upload=upload, size=input.size
+        )
+
+    async def delete_attachment(self, attachment_id: str, context: Any) -> None:
+        """Remove the bytes (after checking, when bound to a ChatKit store, that the
+        attachment is the context's: another user's is ``NotFoundError``)."""
+        if self.store is not None:
+            await self.store.load_attachment(attachment_id, context)
+        if not valid_id(attachment_id):
+            return
+        record = await self.record(attachment_id)
+        await self._delete(f"{attachment_id}/meta.json")
+        if record is not None:
+            await self._delete(f"{attachment_id}/{record.key}")
+
+    # -- model input ------------------------------------------------------------------
+
+    async def read_bytes(self, attachment_id: str, context: Any) -> bytes:
+        """The bytes of an uploaded attachment of the context's user (for model input).
+
+        ``data = await attachments.read_bytes(attachment.id, context)`` in a
+        ``ThreadItemConverter.attachment_to_message_content``; ``NotFoundError`` for an
+        unknown, foreign or not yet uploaded attachment.
+        """
+        if self.store is None:
+            raise RuntimeError("Attachments is not bound to a ChatKit store: use chatkit_routes")
+        await self.store.load_attachment(attachment_id, context)
+        record = await self.record(attachment_id) if valid_id(attachment_id) else None
+        if record is None:
+            raise NotFoundError(f"Attachment {attachment_id} has no uploaded content")
+        result = await obstore.get_async(self.objects, f"{attachment_id}/{record.key}")
+        return bytes(await result.bytes_async())
+
+    async def data_url(self, attachment_id: str, context: Any) -> str:
+        """:meth:`read_bytes` as a ``data:`` URL (``input_image`` parts take one)."""
+        data = await self.read_bytes(attachment_id, context)
+        record = await self.record(attachment_id)
+        kind = record.mime_type if record is not None else _OCTET
+        return f"data:{kind};base64,{base64.b64encode(data).decode()}"
+
+    # -- used by the routes ------------------------------------------------------------
+
+    def check_type(self, kind: str) -> None:
+        """415 unless *kind* matches ``allowed_types``."""
+        allowed = self.allowed_types
+        if allowed is None or kind in allowed or "*/*" in allowed:
+            return
+        if kind.split("/", 1)[0] + "/*" in allowed:
+            return
+        raise ChatKitHTTPError(415, f"Files of type {kind} are not accepted")
+
+    def site(self) -> Site:
+        site = current_site.get()
+        if self.public_url is not None:
+            return Site(self.public_url, site.slash if site is not None else False)
+        if site is None:
+            raise RuntimeError(
+                "Attachments needs the request's URL: serve the endpoint with chatkit_routes "
+                "(or a raw app), or pass public_url"
+            )
+        return site
+
+    def attachment(
+        self,
+        attachment_id: str,
+        name: str,
+        kind: str,
+        site: Site,
+        *,
+        upload: AttachmentUploadDescriptor | None = None,
+        size: int | None = None,
+    ) -> Attachment:
+        """The ChatKit attachment: an image (with a signed preview URL) for raster types."""
+        metadata = None if size is None else {"size": size}
+        if kind in RASTER_TYPES:
+            preview = site.url(
+                f"attachments/{attachment_id}/content", self.signature(attachment_id)
+            )
+            return ImageAttachment(
+                id=attachment_id,
+                name=name,
+                mime_type=kind,
+                preview_url=preview,  # type: ignore[arg-type]
+                upload_descriptor=upload,
+                metadata=metadata,
+            )
+        return FileAttachment(
+            id=attachment_id, name=name, mime_type=kind, upload_descriptor=upload, metadata=metadata
+        )
+
+    def _mac(self, attachment_id: str, expires: int) -> str:
+        message = f"content:{attachment_id}:{expires}".encode()
+        digest = hmac.new(self._secret, message, hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+    def signature(self, attachment_id: str, now: float | None = None) -> str:
+        """The query string of a signed content URL for *attachment_id*."""
+        expires = int((time.time() if now is None else now) + self.url_ttl)
+        return f"expires={expires}&signature={self._mac(attachment_id, expires)}"
+
+    def verify(self, attachment_id: str, expires: str, signature: str) -> bool:
+        """Whether a content URL's signature is this store's for the id and still valid."""
+        if not (expires.isascii() and expires.isdigit()) or int(expires) < time.time():
+            return False
+        expected = self._mac(attachment_id, int(expires)).encode()
+        return hmac.compare_digest(expected, signature.encode("utf-8", "replace"))
+
+    async def record(self, attachment_id: str) -> Record | None:
+        """The committed record of an uploaded attachment, ``None`` before the upload."""
+        try:
+            result = await obstore.get_async(self.objects, f"{attachment_id}/meta.json")
+            return Record.loads(bytes(await result.bytes_async()))
+        except FileNotFoundError:
+            return None
+
+    async def write(
+        self, attachment_id: str, name: str, kind: str, chunks: AsyncIterable[bytes]
+    ) -> bool:
+        """Store the bytes, then commit their record; ``False`` if one was committed first.
+
+        Nothing is visible until the record exists; a failure (the client left, a limit)
+        propagates and leaves no record (obstore discards an unfinished write). One part
+        of ``chunk_size`` bytes is in flight at a time (``max_concurrency=1``).
+        """
+        token = secrets.token_hex(16)
+        key = f"{attachment_id}/{token}.bin"
+        size = 0
+
+        async def counted() -> AsyncIterator[bytes]:
+            nonlocal size
+            async for chunk in chunks:
+                size += len(chunk)
+                yield chunk
+
+        await obstore.put_async(
+            self.objects, key, counted(), chunk_size=self.chunk_size, max_concurrency=1
+        )
+        record = Record(name=name, mime_type=kind, size=size, token=token)
+        try:
+            await obstore.put_async(
+                self.objects, f"{attachment_id}/meta.json", record.dumps(), mode="create"
+            )
+        except AlreadyExistsError:
+            await self._delete(key)
+            return False
+        return True
+
+    async def read(
+        self, attachment_id: str, record: Record, start: int, end: int
+    ) -> AsyncIterator[bytes]:
+        """The bytes ``[start, end)`` as they come from the store (never all at once)."""
+        if end <= start:
+            return
+        result = await obstore.get_async(
+            self.objects, f"{attachment_id}/{record.key}", options={"range": (start, end)}
+        )
+        async for chunk in result.stream(min_chunk_size=256 * 1024):
+            yield bytes(chunk)
+
+    async def _delete(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            await obstore.delete_async(self.objects, key)
+
+
+def multipart_module() -> Any:
+    """The ``multipart`` push parser (PyPI ``multipart``; python-multipart's ``multipart``
+    compatibility shim forwards to it when both are installed)."""
+    import multipart
+
+    if not hasattr(multipart, "PushMultipartParser"):  # only python-multipart's shim
+        raise ImportError("chatkit_routes needs the 'multipart' package: pip install multipart")
+    return multipart
+
+
+def filename_header(name: str, inline: bool) -> str:
+    """``Content-Disposition`` with an ASCII fallback and RFC 6266 ``filename*``."""
+    fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"\\%' else "_" for c in name)
+    kind = "inline" if inline else "attachment"
+    return f"{kind}; filename=\"{fallback or 'file'}\"; filename*=UTF-8''{quote(name, safe='')}"
