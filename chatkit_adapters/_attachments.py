@@ -68,6 +68,10 @@ class FileReply:
     headers: list[tuple[str, str]]
     body: AsyncIterator[bytes] | None = None
 
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        """The body, closed at the end (for frameworks that iterate bodies)."""
+        return iterate(self)
+
     async def aclose(self) -> None:
         body, self.body = self.body, None
         close = getattr(body, "aclose", None)

@@ -1,25 +1,17 @@
 """Django adapter: one ``path()`` line serves a streaming ChatKit endpoint, ASGI or WSGI.
 
-Usage (``urls.py``; ``from chatkit_adapters.django import chatkit_view``)::
-
-    def make_context(request):
-        if not request.user.is_authenticated:
-            raise PermissionDenied              # Django answers 403 as usual
-        return MyContext(user_id=request.user.pk)
+Usage (``urls.py``)::
 
     urlpatterns = [path("chatkit/", chatkit_view(server, context=make_context))]
+    # with attachments: path("chatkit/", include(chatkit_routes(server, make_context)))
 
-Async under ASGI (streams on the request's loop), sync under WSGI (streams from the request
-thread, fed by the background loop): the view says it is a coroutine function only on an
-event loop. A decorator applied at import (``login_required``) sees a sync view: under ASGI
-a thread hop per request. A sync context factory runs in a sync thread (``request.user``,
-the ORM); it may raise ``PermissionDenied``/``Http404`` or return an ``HttpResponse``,
-which is sent instead. No ``ATOMIC_REQUESTS``: a stream outlives any transaction. Your own
-view: ``await achatkit_response(server, request, ctx)`` or ``chatkit_response(...)``.
-
-CSRF: the view is ``csrf_exempt`` because the cross-origin protection of every adapter
-replaces Django's token check (ChatKit's client sends no token): a cross-site form or
-``fetch`` is refused (403) unless its origin is in ``trusted_origins``. Likewise your view.
+Async under ASGI, sync under WSGI (fed by the background loop): the view is a coroutine
+function only to an event loop; a decorator applied at import sees a sync view (under ASGI,
+a thread hop per request). A sync context factory runs in a sync thread (``request.user``,
+the ORM); it may raise ``PermissionDenied`` or return an ``HttpResponse`` to send instead.
+No ``ATOMIC_REQUESTS``: a stream outlives a transaction. CSRF: ``csrf_exempt``, because
+the cross-origin protection of every adapter replaces Django's token check (ChatKit's
+client sends none); likewise for your own views (``achatkit_response``).
 """
 
 from __future__ import annotations
@@ -31,8 +23,6 @@ from typing import Any
 
 from asgiref.sync import async_to_sync, iscoroutinefunction, markcoroutinefunction, sync_to_async
 from chatkit.server import ChatKitServer
-
-# django-stubs are optional: without them these imports are untyped (Any)
 from django.core.handlers.asgi import ASGIRequest  # type: ignore[import-untyped,unused-ignore]
 from django.http import (  # type: ignore[import-untyped,unused-ignore]
     HttpRequest,
@@ -43,8 +33,7 @@ from django.http import (  # type: ignore[import-untyped,unused-ignore]
 from django.urls import URLPattern, path, re_path  # type: ignore[import-untyped,unused-ignore]
 from typing_extensions import Unpack
 
-from . import _attachments, _attachments_sync, _bridge, _core, _sync
-from ._asgi import AsyncBody
+from . import _asgi, _attachments, _attachments_sync, _bridge, _core, _sync
 from ._core import ContextFactory, JSONReply, Options, OptionsKwargs
 
 __all__ = ["achatkit_response", "chatkit_response", "chatkit_routes", "chatkit_view"]
@@ -76,11 +65,9 @@ def _context_sync(factory: ContextFactory | None, request: HttpRequest) -> Any:
 def _render(reply: Any, opts: Options) -> HttpResponseBase:
     if isinstance(reply, JSONReply):
         return HttpResponse(reply.body, status=reply.status, headers=dict(reply.all_headers))
-    content: Any = reply  # a SyncEventStream or SyncFileReply: a sync iterator with close()
-    if isinstance(reply, _core.StreamReply):
-        content = AsyncBody(reply.stream, wait=opts.cleanup_timeout + _bridge.MARGIN)
-    elif isinstance(reply, _attachments.FileReply):  # HEAD and 304: an empty iteration
-        content = _attachments.iterate(reply)
+    content: Any = reply  # Sync(EventStream|FileReply): sync iterators with close(); FileReply
+    if isinstance(reply, _core.StreamReply):  # an async one (HEAD and 304: empty)
+        content = _asgi.AsyncBody(reply.stream, wait=opts.cleanup_timeout + _bridge.MARGIN)
     return StreamingHttpResponse(content, status=reply.status, headers=dict(reply.headers))
 
 
@@ -105,8 +92,8 @@ async def _respond_asgi(
 
 def _where(request: HttpRequest) -> dict[str, Any]:  # rest: the path under chatkit_routes' P
     rest = getattr(request.resolver_match, "kwargs", {}).get("rest", "")
-    url = lambda: request.build_absolute_uri(request.path)  # noqa: E731 (ALLOWED_HOSTS)
-    return {"rest": rest, "url": url, "query": request.META.get("QUERY_STRING", ""), "slash": True}
+    query, url = request.META.get("QUERY_STRING", ""), request.build_absolute_uri  # ALLOWED_HOSTS
+    return {"rest": rest, "url": lambda: url(request.path), "query": query, "slash": True}
 
 
 def _respond_wsgi(
@@ -143,8 +130,7 @@ def _on_loop() -> bool:
 
 
 class _ChatKitView:
-    """A coroutine function to whoever asks from an event loop (Django's ASGI handler), a
-    plain function to a sync thread (its WSGI handler: no ``async_to_sync`` per request)."""
+    """A coroutine function to an event loop (ASGI), a plain one to a thread (WSGI)."""
 
     csrf_exempt = True  # works for async views on 4.2
     __name__ = __qualname__ = "chatkit"
@@ -193,10 +179,7 @@ async def achatkit_response(
     context: Any,
     **options: Unpack[OptionsKwargs],
 ) -> HttpResponseBase:
-    """Handle one request with a ready *context* in your own async view.
-
-    ``return await achatkit_response(server, request, MyContext(user_id=user.pk))``
-    """
+    """In your own async view: ``return await achatkit_response(server, request, ctx)``."""
     opts = Options(**options)
     if isinstance(request, ASGIRequest):
         return await _respond_asgi(server, request, _core.ready_context(context), opts)
@@ -209,10 +192,7 @@ def chatkit_response(
     context: Any,
     **options: Unpack[OptionsKwargs],
 ) -> HttpResponseBase:
-    """Handle one request with a ready *context* in your own sync view.
-
-    ``return chatkit_response(server, request, MyContext(user_id=request.user.pk))``
-    """
+    """In your own sync view: ``return chatkit_response(server, request, ctx)``."""
     opts = Options(**options)
     if isinstance(request, ASGIRequest):  # a sync view under ASGI: stream on the request loop
         return async_to_sync(_respond_asgi)(server, request, _core.ready_context(context), opts)
