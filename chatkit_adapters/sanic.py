@@ -42,7 +42,7 @@ after; ``tests/test_frameworks.py``).
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
 from chatkit.server import ChatKitServer
@@ -58,8 +58,9 @@ __all__ = ["chatkit_response", "chatkit_routes", "chatkit_view"]
 async def _body(request: Request) -> AsyncIterator[bytes]:
     if request.body:  # read by Sanic already (a route without stream=True)
         yield request.body
-    if request.stream is not None:  # a streaming-body handler: read it now
-        async for chunk in request.stream:
+    body: Any = request.stream  # typed as the bare Stream base class
+    if body is not None:  # a streaming-body handler: read it now
+        async for chunk in body:
             yield chunk
 
 
@@ -105,7 +106,7 @@ def chatkit_view(
     server: ChatKitServer[Any],
     context: ContextFactory | None = None,
     **options: Unpack[OptionsKwargs],
-) -> Callable[[Request], Awaitable[HTTPResponse | None]]:
+) -> Callable[[Request], Coroutine[Any, Any, HTTPResponse | None]]:
     """A Sanic handler serving *server* (a streaming-body handler named ``chatkit``).
 
     ``app.add_route(chatkit_view(server, context=make_context), "/chatkit",

@@ -48,7 +48,8 @@ def __getattr__(name: str) -> Any:
 # JSON ``{"tasks", "threads", "fds", "live_streams"}`` measured inside the server process:
 # the tests compare them before and after a load to find leaked tasks, threads or sockets.
 
-WSGI_ADAPTERS = ("wsgi", "flask", "django_wsgi")
+WSGI_ADAPTERS = ("wsgi", "flask", "django_wsgi", "falcon_wsgi")
+NATIVE_SERVERS = ("aiohttp", "sanic")  # apps served by their own server, not ASGI/WSGI
 DEBUG_PATH = "/_debug/counts"
 
 
@@ -138,12 +139,12 @@ def drain_on_lifespan_shutdown(inner: Any) -> Any:
 def app() -> Any:  # type: ignore[no-redef]
     built = _plain_app()
     name = os.environ["CHATKIT_TEST_ADAPTER"]
-    if os.environ.get("CHATKIT_TEST_DRAIN") and name not in (*WSGI_ADAPTERS, "aiohttp"):
+    if os.environ.get("CHATKIT_TEST_DRAIN") and name not in (*WSGI_ADAPTERS, *NATIVE_SERVERS):
         built = drain_on_lifespan_shutdown(built)
     if not os.environ.get("CHATKIT_TEST_DEBUG"):
         return built
     if name in WSGI_ADAPTERS:
         return debug_wsgi(built)
-    if name == "aiohttp":
-        return built  # an aiohttp Application: no debug route
+    if name in NATIVE_SERVERS:
+        return built  # an aiohttp Application or a Sanic app: no debug route
     return debug_asgi(built)
