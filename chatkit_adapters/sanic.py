@@ -47,10 +47,11 @@ from typing import Any
 
 from chatkit.server import ChatKitServer
 from sanic import Blueprint, HTTPResponse, Request
+from sanic.exceptions import BadRequest
 from typing_extensions import Unpack
 
 from . import _core
-from ._core import ContextFactory, JSONReply, Options, OptionsKwargs, StreamReply
+from ._core import ChatKitHTTPError, ContextFactory, JSONReply, Options, OptionsKwargs, StreamReply
 
 __all__ = ["chatkit_response", "chatkit_routes", "chatkit_view"]
 
@@ -59,9 +60,13 @@ async def _body(request: Request) -> AsyncIterator[bytes]:
     if request.body:  # read by Sanic already (a route without stream=True)
         yield request.body
     body: Any = request.stream  # typed as the bare Stream base class
-    if body is not None:  # a streaming-body handler: read it now
+    if body is None:
+        return
+    try:  # a streaming-body handler: read it now
         async for chunk in body:
             yield chunk
+    except BadRequest as exc:  # Sanic's parser refusing the body's framing
+        raise ChatKitHTTPError(400, "Could not read the request body") from exc
 
 
 async def _stream(request: Request, reply: StreamReply) -> None:

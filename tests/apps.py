@@ -111,6 +111,19 @@ def _bridge_tasks() -> int:
     return int(_bridge.call(others(), 5))
 
 
+def debug_sanic(app: Any) -> Any:
+    """The debug route on a Sanic app (served by Sanic's own server, not as ASGI)."""
+    import asyncio
+
+    from sanic.response import json as json_response
+
+    async def debug_counts(request: Any) -> Any:
+        return json_response(_counts(len(asyncio.all_tasks() - {asyncio.current_task()})))
+
+    app.add_route(debug_counts, DEBUG_PATH, methods=["GET", "POST"], name="debug_counts")
+    return app
+
+
 _plain_app = app
 
 
@@ -145,6 +158,8 @@ def app() -> Any:  # type: ignore[no-redef]
         return built
     if name in WSGI_ADAPTERS:
         return debug_wsgi(built)
+    if name == "sanic":
+        return debug_sanic(built)
     if name in NATIVE_SERVERS:
-        return built  # an aiohttp Application or a Sanic app: no debug route
+        return built  # an aiohttp Application: no debug route
     return debug_asgi(built)
