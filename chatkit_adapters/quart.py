@@ -26,10 +26,10 @@ may be async. Quart's ``MAX_CONTENT_LENGTH`` (16 MiB by default) applies as well
 
 What Quart does when a client leaves (measured under hypercorn and uvicorn): its receiver
 task sees ``http.disconnect`` and cancels the handler task once (``quart/asgi.py``,
-``cancel_tasks``), also while the response body is being sent. The stream is the core's
-``EventStream`` as the response body: Quart's ``IterableBody`` calls its ``aclose()`` on
-the way out, which cancels ChatKit's generator once at an await and waits through that one
-cancel for the cleanup (``tests/test_real_server.py::
+``cancel_tasks``), also while the response body is being sent. The response body is the
+core's ``EventStream``; Quart exits the body on the way out, which awaits the stream's
+``aclose()``: ChatKit's generator is cancelled once at an await, and the wait goes on
+through Quart's one cancel until the cleanup finished (``tests/test_real_server.py::
 test_disconnect_mid_stream_persists_partial_message_and_marker[quart-*]``, 20 of 20).
 Quart also cuts any response after ``RESPONSE_TIMEOUT`` (60 s by default, the whole
 response): a stream's response has no timeout (``response.timeout = None``), since a model
@@ -44,10 +44,12 @@ from typing import Any
 import quart
 from chatkit.server import ChatKitServer
 from quart import Blueprint, Request, Response
+from quart.wrappers.response import ResponseBody
 from typing_extensions import Unpack
 
 from . import _core
 from ._core import ContextFactory, JSONReply, Options, OptionsKwargs
+from ._pump import EventStream
 
 __all__ = ["chatkit_response", "chatkit_routes", "chatkit_view"]
 
@@ -55,6 +57,24 @@ __all__ = ["chatkit_response", "chatkit_routes", "chatkit_view"]
 async def _body(request: Request) -> AsyncIterator[bytes]:
     async for chunk in request.body:
         yield chunk
+
+
+class _StreamBody(ResponseBody):
+    """The stream as Quart's response body: Quart iterates it and, on the way out (end,
+    disconnect, cancel), exits it, which awaits the stream's ``aclose()``: one cancel of
+    ChatKit's generator, cleanup awaited."""
+
+    def __init__(self, stream: EventStream) -> None:
+        self._stream = stream
+
+    async def __aenter__(self) -> _StreamBody:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._stream.aclose()
+
+    def __aiter__(self) -> EventStream:
+        return self._stream
 
 
 async def _respond(
@@ -73,9 +93,7 @@ async def _respond(
     )
     if isinstance(reply, JSONReply):
         return Response(reply.body, reply.status, dict(reply.all_headers))
-    # Quart iterates the stream and, on the way out (end, disconnect, cancel), awaits its
-    # aclose(): one cancel of ChatKit's generator, cleanup awaited.
-    response = Response(reply.stream, reply.status, dict(reply.headers))
+    response = Response(_StreamBody(reply.stream), reply.status, dict(reply.headers))
     response.timeout = None  # not cut after RESPONSE_TIMEOUT
     return response
 
