@@ -148,6 +148,35 @@ class AsyncBody:
                 done.result(self._wait)
 
 
+class WatchedBody:
+    """An :class:`EventStream` as a response body for frameworks that iterate it on the
+    request's loop and then await its ``close()`` (``falcon.asgi``), but never learn that
+    the client left: a ``receive()`` watcher, started with the iteration, cancels the
+    stream once on ``http.disconnect``; ``close()`` awaits the cleanup.
+
+    ``resp.stream = WatchedBody(reply.stream, receive)``
+    """
+
+    def __init__(self, stream: EventStream, receive: Receive) -> None:
+        self._stream, self._receive = stream, receive
+        self._watcher: asyncio.Task[None] | None = None
+
+    def __aiter__(self) -> WatchedBody:
+        if self._watcher is None:
+            loop = asyncio.get_running_loop()
+            self._watcher = loop.create_task(_watch_disconnect(self._receive, self._stream))
+        return self
+
+    async def __anext__(self) -> bytes:
+        return await self._stream.__anext__()
+
+    async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            self._watcher.add_done_callback(_retrieve)
+        await self._stream.aclose()
+
+
 def _retrieve(task: asyncio.Task[None]) -> None:
     if not task.cancelled():
         task.exception()  # a receive() that failed after the stream ended is not news

@@ -58,7 +58,8 @@ def __getattr__(name: str) -> Any:
 # JSON ``{"tasks", "threads", "fds", "live_streams"}`` measured inside the server process:
 # the tests compare them before and after a load to find leaked tasks, threads or sockets.
 
-WSGI_ADAPTERS = ("wsgi", "flask", "django_wsgi")
+WSGI_ADAPTERS = ("wsgi", "flask", "django_wsgi", "falcon_wsgi")
+NATIVE_SERVERS = ("aiohttp", "sanic")  # apps served by their own server, not ASGI/WSGI
 DEBUG_PATH = "/_debug/counts"
 
 
@@ -120,6 +121,19 @@ def _bridge_tasks() -> int:
     return int(_bridge.call(others(), 5))
 
 
+def debug_sanic(app: Any) -> Any:
+    """The debug route on a Sanic app (served by Sanic's own server, not as ASGI)."""
+    import asyncio
+
+    from sanic.response import json as json_response
+
+    async def debug_counts(request: Any) -> Any:
+        return json_response(_counts(len(asyncio.all_tasks() - {asyncio.current_task()})))
+
+    app.add_route(debug_counts, DEBUG_PATH, methods=["GET", "POST"], name="debug_counts")
+    return app
+
+
 _plain_app = app
 
 
@@ -148,12 +162,14 @@ def drain_on_lifespan_shutdown(inner: Any) -> Any:
 def app() -> Any:  # type: ignore[no-redef]
     built = _plain_app()
     name = os.environ["CHATKIT_TEST_ADAPTER"]
-    if os.environ.get("CHATKIT_TEST_DRAIN") and name not in (*WSGI_ADAPTERS, "aiohttp"):
+    if os.environ.get("CHATKIT_TEST_DRAIN") and name not in (*WSGI_ADAPTERS, *NATIVE_SERVERS):
         built = drain_on_lifespan_shutdown(built)
     if not os.environ.get("CHATKIT_TEST_DEBUG"):
         return built
     if name in WSGI_ADAPTERS:
         return debug_wsgi(built)
-    if name == "aiohttp":
+    if name == "sanic":
+        return debug_sanic(built)
+    if name in NATIVE_SERVERS:
         return built  # an aiohttp Application: no debug route
     return debug_asgi(built)

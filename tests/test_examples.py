@@ -21,6 +21,8 @@ ASGI_EXAMPLES = {
     "fastapi_app": "/chatkit",
     "asgi_mounted": "/api/chatkit/",
     "litestar_app": "/chatkit",
+    "quart_app": "/chatkit",
+    "falcon_app": "/chatkit",
 }
 
 
@@ -123,4 +125,49 @@ async def test_asgi_example_attachments(
         owner_only = preview.split("?")[0]
         response = await client.get(owner_only, headers={"x-user-id": "bob"})
         assert response.status_code == 404
+
+
+def test_falcon_wsgi_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from werkzeug.test import Client
+
+    module = load_example("falcon_app", tmp_path, monkeypatch)
+    client = Client(module.wsgi_app)
+    response = client.post("/chatkit", data=create_thread("hi"), headers={"X-User-Id": "a"})
+    assert response.status_code == 200
+    events = sse_events(response.get_data())
+    assert events[-1]["type"] == "thread.item.done"
+    thread_id = events[0]["thread"]["id"]
+    response = client.post("/chatkit", data=get_thread(thread_id), headers={"X-User-Id": "b"})
+    assert response.status_code == 404
+    from chatkit_adapters import _bridge
+
+    _bridge.call(module.server.store.aclose(), timeout=10)  # on the loop that used it
+
+
+async def test_sanic_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("sanic")
+    module = load_example("sanic_app", tmp_path, monkeypatch)
+    served = await module.app.create_server(
+        host="127.0.0.1", port=0, return_asyncio_server=True, access_log=False
+    )
+    await served.startup()
+    await served.before_start()
+    await served.after_start()
+    port = served.server.sockets[0].getsockname()[1]
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            alice = {"x-user-id": "alice"}
+            response = await client.post("/chatkit", content=create_thread("hi"), headers=alice)
+            assert response.status_code == 200
+            events = sse_events(response.content)
+            assert events[-1]["type"] == "thread.item.done"
+            thread_id = events[0]["thread"]["id"]
+            response = await client.post(
+                "/chatkit", content=get_thread(thread_id), headers={"x-user-id": "bob"}
+            )
+            assert response.status_code == 404
+    finally:
+        await served.before_stop()
+        await served.close()
+        await served.after_stop()
     await module.server.store.aclose()

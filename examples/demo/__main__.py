@@ -22,6 +22,10 @@ FRAMEWORKS: dict[str, tuple[str, str]] = {
     "asgi": ("examples.demo.__main__:raw_asgi_app", "asgi"),
     "litestar": ("examples.litestar_app:app", "asgi"),
     "aiohttp": ("examples.aiohttp_app:app", "aiohttp"),
+    "quart": ("examples.quart_app:app", "asgi"),
+    "falcon": ("examples.falcon_app:app", "asgi"),
+    "falcon_wsgi": ("examples.falcon_app:wsgi_app", "wsgi"),
+    "sanic": ("examples.sanic_app:app", "sanic"),
     "flask": ("examples.flask_app:app", "wsgi"),
     "wsgi": ("examples.wsgi_dispatcher:app", "wsgi"),
 }
@@ -96,6 +100,18 @@ def serve(framework: str, host: str, port: int) -> None:
 
         app.router.add_get("/", page)
         web.run_app(app, host=host, port=port, print=None)
+    elif kind == "sanic":
+        from sanic import Request
+        from sanic.response import html
+
+        from .web import PAGE
+
+        async def sanic_page(request: Request) -> Any:
+            return html(PAGE)
+
+        app.add_route(sanic_page, "/", methods=["GET"])
+        app.config.MOTD = False
+        app.run(host=host, port=port, single_process=True, access_log=False)
     else:  # pragma: no cover
         raise ValueError(kind)
 

@@ -18,4 +18,8 @@ CLIENTS = {
     "litestar": "tests.http_clients.litestar:LitestarClient",
     "django": "tests.http_clients.django:DjangoClient",
     "django_wsgi": "tests.http_clients.django:DjangoWSGIClient",
+    "quart": "tests.http_clients.quart:QuartClient",
+    "falcon": "tests.http_clients.falcon:FalconClient",
+    "falcon_wsgi": "tests.http_clients.falcon:FalconWSGIClient",
+    "sanic": "tests.http_clients.sanic:SanicClient",
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -147,3 +148,20 @@ async def call_factory(factory: ContextFactory | None, request: Any) -> Any:
     if isinstance(value, Awaitable):
         value = await value
     return value
+
+
+async def raw_request(
+    address: tuple[str, int], method: str, path: str, body: bytes, headers: Mapping[str, str]
+) -> Response:
+    """One request on a raw socket, headers sent exactly as given (no Content-Length added),
+    for what HTTP clients refuse to send (a malformed Content-Length) to a real server."""
+    reader, writer = await asyncio.open_connection(*address)
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {address[0]}", "Connection: close"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+    raw = await reader.read()
+    writer.close()
+    head, _, data = raw.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    parsed = {k.lower(): v for k, _, v in (line.partition(": ") for line in header_lines)}
+    return Response(int(status_line.split()[1]), parsed, data)

@@ -1,0 +1,159 @@
+"""Quart adapter: one ``add_url_rule`` line serves a streaming ChatKit endpoint.
+
+Usage::
+
+    from quart import Quart, abort, g
+    from chatkit_adapters.quart import chatkit_view
+
+    async def make_context(request):
+        if "authorization" not in request.headers:
+            abort(401)                      # rendered by Quart as usual
+        return MyContext(user=g.user)
+
+    app = Quart(__name__)
+    app.add_url_rule("/chatkit", view_func=chatkit_view(server, context=make_context),
+                     methods=["POST"])
+
+Your own route::
+
+    @app.post("/chatkit")
+    async def chatkit():
+        return await chatkit_response(server, request, MyContext(user=current_user()))
+
+The context factory gets ``quart.request`` (in the request context: ``quart.g`` works) and
+may be async. Quart's ``MAX_CONTENT_LENGTH`` (16 MiB by default) applies as well as
+``max_body_size``.
+
+What Quart does when a client leaves (measured under hypercorn and uvicorn with a stand-in,
+a nested async generator as a plain ``Response`` body, the client closing after 2 events):
+its receiver task sees ``http.disconnect`` and cancels the handler task once
+(``quart/asgi.py``, ``cancel_tasks``), also while the response body is being sent:
+``CancelledError`` reached the generator 0-1 ms after the close, and a 50 ms await in its
+cleanup completed (3 of 3, both servers). A cancel that hits while Quart awaits ``send``
+leaves the generator at a ``yield`` instead, and Quart's ``aclose()`` then skips ChatKit's
+handler, so the stream does not go through a plain body. The response body is the
+core's ``EventStream``; Quart exits the body on the way out, which awaits the stream's
+``aclose()``: ChatKit's generator is cancelled once at an await, and the wait goes on
+through Quart's one cancel until the cleanup finished (``tests/test_real_server.py::
+test_disconnect_mid_stream_persists_partial_message_and_marker[quart-*]``, 20 of 20).
+Quart also cuts any response after ``RESPONSE_TIMEOUT`` (60 s by default, the whole
+response): a stream's response has no timeout (``response.timeout = None``), since a model
+may stream or think for longer (``tests/test_frameworks.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import quart
+from chatkit.server import ChatKitServer
+from quart import Blueprint, Request, Response
+from quart.wrappers.response import ResponseBody
+from typing_extensions import Unpack
+
+from . import _core
+from ._core import ContextFactory, JSONReply, Options, OptionsKwargs
+from ._pump import EventStream
+
+__all__ = ["chatkit_response", "chatkit_routes", "chatkit_view"]
+
+
+async def _body(request: Request) -> AsyncIterator[bytes]:
+    async for chunk in request.body:
+        yield chunk
+
+
+class _StreamBody(ResponseBody):
+    """The stream as Quart's response body: Quart iterates it and, on the way out (end,
+    disconnect, cancel), exits it, which awaits the stream's ``aclose()``: one cancel of
+    ChatKit's generator, cleanup awaited."""
+
+    def __init__(self, stream: EventStream) -> None:
+        self._stream = stream
+
+    async def __aenter__(self) -> _StreamBody:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._stream.aclose()
+
+    def __aiter__(self) -> EventStream:
+        return self._stream
+
+
+async def _respond(
+    server: ChatKitServer[Any],
+    request: Request,
+    context: Callable[[], Awaitable[Any]],
+    options: Options,
+) -> Response:
+    reply = await _core.handle(
+        server,
+        method=request.method,
+        headers=request.headers,
+        body=lambda: _body(request),
+        context=context,
+        options=options,
+    )
+    if isinstance(reply, JSONReply):
+        return Response(reply.body, reply.status, dict(reply.all_headers))
+    response = Response(_StreamBody(reply.stream), reply.status, dict(reply.headers))
+    response.timeout = None  # not cut after RESPONSE_TIMEOUT
+    return response
+
+
+def chatkit_view(
+    server: ChatKitServer[Any],
+    context: ContextFactory | None = None,
+    **options: Unpack[OptionsKwargs],
+) -> Callable[[], Awaitable[Response]]:
+    """A Quart view function serving *server* (its ``__name__`` is ``"chatkit"``).
+
+    ``app.add_url_rule("/chatkit", view_func=chatkit_view(server, make_context),
+    methods=["POST"])``
+
+    *context* gets ``quart.request`` and returns the ChatKit context (or an awaitable of
+    it); ``abort(401)`` and other Quart/werkzeug exceptions propagate to Quart,
+    :class:`chatkit_adapters.ChatKitHTTPError` becomes the JSON error. Registered for
+    every method, it answers anything but POST with a JSON 405 itself.
+    """
+    opts = Options(**options)
+
+    async def chatkit() -> Response:
+        request = quart.request
+        return await _respond(server, request, _core.factory_context(context, request), opts)
+
+    return chatkit
+
+
+async def chatkit_response(
+    server: ChatKitServer[Any],
+    request: Request,
+    context: Any,
+    **options: Unpack[OptionsKwargs],
+) -> Response:
+    """Handle one request with a ready *context* in your own view.
+
+    ``return await chatkit_response(server, quart.request, MyContext(user=g.user))``
+    """
+    return await _respond(server, request, _core.ready_context(context), Options(**options))
+
+
+def chatkit_routes(
+    server: ChatKitServer[Any],
+    context: ContextFactory | None = None,
+    *,
+    name: str = "chatkit",
+    **options: Unpack[OptionsKwargs],
+) -> Blueprint:
+    """A Quart ``Blueprint`` serving *server* at its prefix.
+
+    ``app.register_blueprint(chatkit_routes(server, make_context), url_prefix="/chatkit")``
+
+    For now it holds the ChatKit endpoint (POST at the prefix); the attachment routes of
+    design.md join it when the attachments core lands.
+    """
+    blueprint = Blueprint(name, __name__)
+    blueprint.add_url_rule("", view_func=chatkit_view(server, context, **options), methods=["POST"])
+    return blueprint
