@@ -397,6 +397,9 @@ async def _content(
     record = await store.record(plan.attachment_id)
     if record is None:
         raise not_found("This attachment has no uploaded content")
+    redirect = store.download_url(plan.attachment_id, record)
+    if redirect is not None:  # authorized above; the bucket serves the bytes
+        return FileReply(302, [("location", redirect), ("cache-control", "no-store")])
     etag = f'"{record.token}"'
     inline = record.mime_type in RASTER_TYPES
     headers = [

@@ -36,7 +36,7 @@ import re
 import secrets
 import time
 import warnings
-from collections.abc import AsyncIterable, AsyncIterator, Collection
+from collections.abc import AsyncIterable, AsyncIterator, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -56,8 +56,9 @@ from obstore.store import LocalStore, MemoryStore
 
 from ._attachments import Site, current_site
 from ._core import ChatKitHTTPError
+from ._sigv4 import Credentials, presign
 
-__all__ = ["RASTER_TYPES", "SECRET_ENV", "Attachments"]
+__all__ = ["RASTER_TYPES", "SECRET_ENV", "Attachments", "S3Location"]
 
 logger = logging.getLogger("chatkit_adapters")
 
@@ -109,6 +110,8 @@ def sniff_ok(kind: str, head: bytes) -> bool:
 
 
 SNIFF_SIZE: Final = 16
+DIRECT_TOKEN: Final = "direct"
+"""The key token of bytes uploaded straight to the bucket (``{id}/direct.bin``)."""
 
 
 @dataclass(frozen=True)
@@ -134,17 +137,103 @@ class Record:
         return cls(str(value["name"]), str(value["mime_type"]), int(value["size"]), value["token"])
 
 
-def open_store(location: str | os.PathLike[str]) -> Any:
-    """The obstore store for *location*: a directory path, ``file://`` URL or ``memory://``."""
+S3_MIN_PART: Final = 5 * 1024 * 1024
+"""S3's smallest multipart part: the chunk size (and memory) of a streamed S3 upload."""
+S3_URL_TTL: Final = 60
+"""Seconds a presigned GET redirect stays valid (it is minted per request)."""
+S3_UPLOAD_TTL: Final = 15 * 60
+"""Seconds a presigned PUT (``direct_uploads``) stays valid."""
+
+
+@dataclass(frozen=True)
+class S3Location:
+    """Where an ``s3://bucket/prefix`` location lives and how to sign for it: options
+    first, then the usual environment (``AWS_ENDPOINT_URL``/``AWS_ENDPOINT_URL_S3``,
+    ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``,
+    ``AWS_REGION``/``AWS_DEFAULT_REGION``). With an endpoint (an S3-compatible server),
+    addressing is path-style."""
+
+    bucket: str
+    prefix: str
+    endpoint: str
+    credentials: Credentials
+
+    @classmethod
+    def parse(cls, url: str, options: Mapping[str, str] | None = None) -> S3Location:
+        parts = urlsplit(url)
+        if not parts.netloc:
+            raise ValueError(f"Attachments: {url!r} names no bucket (s3://bucket/prefix)")
+        given = dict(options or {})
+        unknown = set(given) - {
+            "endpoint",
+            "region",
+            "access_key_id",
+            "secret_access_key",
+            "session_token",
+        }
+        if unknown:
+            raise TypeError(f"Attachments: unknown s3 options {sorted(unknown)}")
+        env = os.environ.get
+        region = given.get("region") or env("AWS_REGION") or env("AWS_DEFAULT_REGION")
+        endpoint = (
+            given.get("endpoint")
+            or env("AWS_ENDPOINT_URL_S3")
+            or env("AWS_ENDPOINT_URL")
+            or f"https://s3.{region or 'us-east-1'}.amazonaws.com"
+        )
+        credentials = Credentials(
+            access_key=given.get("access_key_id") or env("AWS_ACCESS_KEY_ID") or "",
+            secret_key=given.get("secret_access_key") or env("AWS_SECRET_ACCESS_KEY") or "",
+            region=region or "us-east-1",
+            session_token=given.get("session_token") or env("AWS_SESSION_TOKEN") or None,
+        )
+        if not (credentials.access_key and credentials.secret_key):
+            raise ValueError("Attachments: no S3 credentials (AWS_ACCESS_KEY_ID/..._SECRET_...)")
+        return cls(parts.netloc, parts.path.strip("/"), endpoint.rstrip("/"), credentials)
+
+    def store(self) -> Any:
+        from obstore.store import S3Store
+
+        creds = self.credentials
+        return S3Store(
+            self.bucket,
+            prefix=self.prefix or None,
+            endpoint=self.endpoint,
+            region=creds.region,
+            access_key_id=creds.access_key,
+            secret_access_key=creds.secret_key,
+            **({"session_token": creds.session_token} if creds.session_token else {}),
+            virtual_hosted_style_request=False,
+            # our own client options make obstore ignore AWS_ALLOW_HTTP: say it here
+            client_options={"allow_http": self.endpoint.startswith("http://")},
+        )
+
+    def presign(self, method: str, key: str, expires: int, **kwargs: Any) -> str:
+        full = f"{self.prefix}/{key}" if self.prefix else key
+        return presign(
+            method, self.endpoint, self.bucket, full, self.credentials, expires=expires, **kwargs
+        )
+
+
+def open_store(
+    location: str | os.PathLike[str], s3: Mapping[str, str] | None = None
+) -> tuple[Any, S3Location | None]:
+    """The obstore store for *location* (a directory path, ``file://`` URL, ``memory://``
+    or ``s3://bucket/prefix``), and the S3 location when it is one."""
     text = os.fspath(location)
     if text == "memory://":
-        return MemoryStore()
+        return MemoryStore(), None
     scheme = urlsplit(text).scheme
     if scheme == "file":
-        return LocalStore.from_url(text, mkdir=True)
+        return LocalStore.from_url(text, mkdir=True), None
+    if scheme == "s3":
+        where = S3Location.parse(text, s3)
+        return where.store(), where
     if scheme and len(scheme) > 1:
-        raise ValueError(f"Attachments: unsupported location {text!r} (a directory or file://)")
-    return LocalStore(Path(text).resolve(), mkdir=True)
+        raise ValueError(
+            f"Attachments: unsupported location {text!r} (a directory, file:// or s3://)"
+        )
+    return LocalStore(Path(text).resolve(), mkdir=True), None
 
 
 class Attachments(AttachmentStore[Any]):
@@ -167,7 +256,17 @@ class Attachments(AttachmentStore[Any]):
     - ``url_ttl``: seconds a signed URL stays valid (default 7 days: preview URLs are
       stored with the thread, and a reload shows them again).
     - ``chunk_size``: bytes buffered per write to the store (the upload's memory bound;
-      default 256 KiB; S3 needs at least 5 MiB per part).
+      default 256 KiB; on S3 at least 5 MiB, its smallest part).
+    - ``s3``: for ``s3://bucket/prefix`` locations, ``endpoint``, ``region``,
+      ``access_key_id``, ``secret_access_key``, ``session_token`` overriding the usual
+      ``AWS_*`` environment variables (see :class:`S3Location`).
+    - ``redirect``: S3 only; the content route answers with a short-lived presigned GET
+      (302) whose response type and disposition are the safe ones of this store, instead
+      of streaming the bytes through the app. Default: on for S3.
+    - ``direct_uploads``: S3 only, off by default; a two-phase upload's
+      ``upload_descriptor`` is a presigned PUT straight to the bucket, signed so that the
+      bucket itself refuses another ``Content-Length`` or ``Content-Type``. The upload is
+      committed (its size and, for images, its bytes checked) when it is first read.
     """
 
     def __init__(
@@ -180,6 +279,9 @@ class Attachments(AttachmentStore[Any]):
         public_url: str | None = None,
         url_ttl: float = DEFAULT_URL_TTL,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
+        s3: Mapping[str, str] | None = None,
+        redirect: bool | None = None,
+        direct_uploads: bool = False,
     ) -> None:
         if max_upload_size < 0:
             raise ValueError("max_upload_size must be >= 0")
@@ -188,7 +290,13 @@ class Attachments(AttachmentStore[Any]):
         if url_ttl <= 0:
             raise ValueError("url_ttl must be positive")
         self.location = os.fspath(location)
-        self.objects = open_store(location)
+        self.objects, self.s3 = open_store(location, s3)
+        if self.s3 is None and (redirect or direct_uploads):
+            raise ValueError("Attachments: redirect and direct_uploads need an s3:// location")
+        self.redirect = self.s3 is not None if redirect is None else redirect
+        self.direct_uploads = direct_uploads
+        if self.s3 is not None:
+            chunk_size = max(chunk_size, S3_MIN_PART)
         self.max_upload_size = max_upload_size
         self.allowed_types = (
             None if allowed_types is None else frozenset(t.lower() for t in allowed_types)
@@ -225,8 +333,11 @@ class Attachments(AttachmentStore[Any]):
         self.check_type(kind)
         attachment_id = self.generate_attachment_id(kind, context)
         site = self.site()
+        url = site.url(f"attachments/{attachment_id}/upload")
+        if self.direct_uploads and self.s3 is not None:
+            url = await self._direct_upload(attachment_id, input.name, kind, input.size)
         upload = AttachmentUploadDescriptor(
-            url=site.url(f"attachments/{attachment_id}/upload"),  # type: ignore[arg-type]
+            url=url,  # type: ignore[arg-type]
             method="PUT",
             headers={"content-type": kind},
         )
@@ -243,6 +354,7 @@ class Attachments(AttachmentStore[Any]):
             return
         record = await self.record(attachment_id)
         await self._delete(f"{attachment_id}/meta.json")
+        await self._delete(f"{attachment_id}/pending.json")
         if record is not None:
             await self._delete(f"{attachment_id}/{record.key}")
 
@@ -344,7 +456,68 @@ class Attachments(AttachmentStore[Any]):
             result = await obstore.get_async(self.objects, f"{attachment_id}/meta.json")
             return Record.loads(bytes(await result.bytes_async()))
         except FileNotFoundError:
+            pass
+        return await self._commit_direct(attachment_id) if self.direct_uploads else None
+
+    # -- S3: presigned uploads and downloads --------------------------------------------
+
+    async def _direct_upload(self, attachment_id: str, name: str, kind: str, size: int) -> str:
+        """Note what was declared (``pending.json``) and presign the PUT that binds it."""
+        assert self.s3 is not None
+        pending = Record(name=name, mime_type=kind, size=size, token=DIRECT_TOKEN)
+        await obstore.put_async(
+            self.objects, f"{attachment_id}/pending.json", pending.dumps(), mode="create"
+        )
+        return self.s3.presign(
+            "PUT",
+            f"{attachment_id}/{pending.key}",
+            S3_UPLOAD_TTL,
+            headers={"content-length": str(size), "content-type": kind},
+        )
+
+    async def _commit_direct(self, attachment_id: str) -> Record | None:
+        """Commit an upload made straight to the bucket, once its bytes are there and fit
+        what was declared (the bucket checked length and type; images are sniffed here,
+        before they are ever served inline). A misfit is deleted."""
+        try:
+            result = await obstore.get_async(self.objects, f"{attachment_id}/pending.json")
+            pending = Record.loads(bytes(await result.bytes_async()))
+            key = f"{attachment_id}/{pending.key}"
+            meta = await obstore.head_async(self.objects, key)
+        except FileNotFoundError:
             return None
+        head = b""
+        if pending.size:
+            got = await obstore.get_async(
+                self.objects, key, options={"range": (0, min(SNIFF_SIZE, pending.size))}
+            )
+            head = bytes(await got.bytes_async())
+        if meta["size"] != pending.size or not sniff_ok(pending.mime_type, head):
+            logger.warning("Attachments: %s does not match its declaration; deleted", key)
+            await self._delete(key)
+            return None
+        with contextlib.suppress(AlreadyExistsError):
+            await obstore.put_async(
+                self.objects, f"{attachment_id}/meta.json", pending.dumps(), mode="create"
+            )
+        await self._delete(f"{attachment_id}/pending.json")
+        return pending
+
+    def download_url(self, attachment_id: str, record: Record) -> str | None:
+        """A presigned GET of the bytes with safe response headers, when ``redirect``."""
+        if not self.redirect or self.s3 is None:
+            return None
+        inline = record.mime_type in RASTER_TYPES
+        return self.s3.presign(
+            "GET",
+            f"{attachment_id}/{record.key}",
+            S3_URL_TTL,
+            query={
+                "response-content-type": served_type(record.mime_type),
+                "response-content-disposition": filename_header(record.name, inline),
+                "response-cache-control": "private, max-age=60",
+            },
+        )
 
     async def write(
         self, attachment_id: str, name: str, kind: str, chunks: AsyncIterable[bytes]

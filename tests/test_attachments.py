@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import obstore
 import pytest
 from chatkit.store import NotFoundError
 from chatkit.types import Attachment
@@ -27,6 +30,7 @@ from tests.chatkit_app import JournalStore, ScriptedServer
 from tests.conftest import load_client
 from tests.http_clients import CLIENTS
 from tests.http_clients.base import HttpClient, Response
+from tests.s3server import S3Server, s3  # noqa: F401  (the session fixture, for BACKEND=s3)
 from tests.test_conformance import assert_json_error
 
 PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(200))
@@ -110,13 +114,15 @@ class Routes:
 
     def committed(self) -> list[str]:
         """Attachment ids whose upload was committed (their record exists)."""
-        assert self.attachments is not None
-        root = Path(self.attachments.location)
-        return sorted(p.parent.name for p in root.glob("*/meta.json"))
+        return sorted(p.split("/")[0] for p in self.objects() if p.endswith("/meta.json"))
 
-    def files(self, attachment_id: str) -> list[Path]:
+    def files(self, attachment_id: str) -> list[str]:
+        return [p for p in self.objects() if p.startswith(attachment_id + "/")]
+
+    def objects(self) -> list[str]:
+        """Every object of the store (a directory or an S3 bucket prefix)."""
         assert self.attachments is not None
-        return files_under(Path(self.attachments.location) / attachment_id)
+        return [str(o["path"]) for o in obstore.list(self.attachments.objects).collect()]
 
 
 def files_under(root: Path) -> list[Path]:
@@ -124,6 +130,28 @@ def files_under(root: Path) -> list[Path]:
 
 
 MakeRoutes = Callable[..., Awaitable[Routes]]
+
+
+BACKEND = os.environ.get("CHATKIT_TEST_ATTACHMENTS_BACKEND", "file")
+"""``file`` (a directory, the default) or ``s3`` (SeaweedFS, see tests/s3server.py): the
+same suite runs on both (``tox -e s3``)."""
+
+
+def _location(request: pytest.FixtureRequest, tmp_path: Path, index: int) -> dict[str, Any]:
+    if BACKEND == "s3":
+        server: S3Server = request.getfixturevalue("s3")
+        return {
+            "location": server.url(f"suite-{uuid.uuid4().hex}/files{index}"),
+            "s3": {
+                "endpoint": server.endpoint,
+                "access_key_id": server.access_key,
+                "secret_access_key": server.secret_key,
+                "region": server.region,
+            },
+            "redirect": False,  # in-process clients cannot follow a redirect to the bucket
+        }
+    assert BACKEND == "file", BACKEND
+    return {"location": tmp_path / f"files{index}"}
 
 
 @pytest.fixture(params=_params())
@@ -144,7 +172,8 @@ async def make_routes(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIt
         attachments = None
         if attach:
             attachment_options.setdefault("secret", "test-secret")
-            attachments = Attachments(tmp_path / f"files{len(clients)}", **attachment_options)
+            attachment_options.update(_location(request, tmp_path, len(clients)))
+            attachments = Attachments(**attachment_options)
             server.attachment_store = attachments
         client = client_class(server, context=context, variant="routes", **(options or {}))
         clients.append(client)
@@ -207,7 +236,7 @@ async def test_bad_signatures_are_not_accepted(make_routes: MakeRoutes) -> None:
         # without a valid signature the context decides: no credentials, no file
         assert (await routes.request("GET", bad)).status == 401
         assert_json_error(await routes.request("GET", bad, headers=OTHER), 404, "not_found")
-    other_secret = Attachments(routes.attachments.location, secret="another")  # type: ignore[union-attr]
+    other_secret = Attachments("memory://", secret="another")  # signs alike, another key
     forged = f"{routes.content(first['id'])}?{other_secret.signature(first['id'])}"
     assert (await routes.request("GET", forged)).status == 401
 
