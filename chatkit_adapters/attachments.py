@@ -195,17 +195,19 @@ class S3Location:
         from obstore.store import S3Store
 
         creds = self.credentials
+        config: Any = {  # obstore's S3Config (a TypedDict)
+            "endpoint": self.endpoint,
+            "region": creds.region,
+            "access_key_id": creds.access_key,
+            "secret_access_key": creds.secret_key,
+            "virtual_hosted_style_request": False,
+        }
+        if creds.session_token:
+            config["session_token"] = creds.session_token
+        # our own client options make obstore ignore AWS_ALLOW_HTTP: say it here
+        client: Any = {"allow_http": self.endpoint.startswith("http://")}
         return S3Store(
-            self.bucket,
-            prefix=self.prefix or None,
-            endpoint=self.endpoint,
-            region=creds.region,
-            access_key_id=creds.access_key,
-            secret_access_key=creds.secret_key,
-            **({"session_token": creds.session_token} if creds.session_token else {}),
-            virtual_hosted_style_request=False,
-            # our own client options make obstore ignore AWS_ALLOW_HTTP: say it here
-            client_options={"allow_http": self.endpoint.startswith("http://")},
+            self.bucket, prefix=self.prefix or None, config=config, client_options=client
         )
 
     def presign(self, method: str, key: str, expires: int, **kwargs: Any) -> str:
