@@ -24,7 +24,7 @@ from tests.chatkit_app import ScriptedServer
 from tests.s3server import S3Server, s3  # noqa: F401  (the session fixture)
 from tests.test_attachments import ALICE, GIF, OTHER, PNG, UserStore, multipart
 
-pytestmark = [pytest.mark.s3, pytest.mark.starlette]
+pytestmark = pytest.mark.s3  # tox -e s3 (it serves the routes with Starlette)
 
 
 def _attachments(server: S3Server, **options: Any) -> Attachments:
