@@ -7,9 +7,6 @@ import logging
 from typing import Any
 
 import pytest
-
-pytest.importorskip("aiohttp")
-
 from aiohttp import web
 
 from tests.chatkit_app import JournalStore, ScriptedServer, create_thread

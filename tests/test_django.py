@@ -16,9 +16,6 @@ from typing import Any
 
 import httpx
 import pytest
-
-pytest.importorskip("django")
-
 from asgiref.sync import AsyncToSync, iscoroutinefunction, sync_to_async
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied

@@ -6,12 +6,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import flask
 import pytest
 
-flask = pytest.importorskip("flask")
-
-from chatkit_adapters.flask import chatkit_response, chatkit_view  # noqa: E402
-from tests.chatkit_app import ScriptedServer, create_thread, make_server, sse_events  # noqa: E402
+from chatkit_adapters.flask import chatkit_response, chatkit_view
+from tests.chatkit_app import ScriptedServer, create_thread, make_server, sse_events
 
 pytestmark = pytest.mark.flask
 
