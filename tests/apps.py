@@ -81,6 +81,20 @@ def debug_asgi(inner: Any) -> Any:
     return debug_app
 
 
+def debug_aiohttp(app: Any) -> Any:
+    """The same route on an aiohttp ``Application`` (a route of its own router)."""
+    import asyncio
+
+    from aiohttp import web
+
+    async def counts(request: web.Request) -> web.Response:
+        tasks = len(asyncio.all_tasks() - {asyncio.current_task()})
+        return web.json_response(_counts(tasks))
+
+    app.router.add_route("*", DEBUG_PATH, counts)  # any method, like the other debug routes
+    return app
+
+
 def debug_wsgi(inner: Any) -> Any:
     def debug_app(environ: Any, start_response: Any) -> Any:
         if environ.get("PATH_INFO") == DEBUG_PATH:
@@ -145,5 +159,5 @@ def app() -> Any:  # type: ignore[no-redef]
     if name in WSGI_ADAPTERS:
         return debug_wsgi(built)
     if name == "aiohttp":
-        return built  # an aiohttp Application: no debug route
+        return debug_aiohttp(built)
     return debug_asgi(built)

@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import socket
+import struct
 import sys
+import threading
 
 import pytest
 
-from tests import conftest, needs
+from tests import conftest, needs, rawhttp
 from tests.http_clients import CLIENTS, framework_of
 
 
@@ -52,3 +55,52 @@ def test_module_of_a_missing_package_is_collected_under_ci_when_selected() -> No
     assert conftest._selects("flask", "(flask or wsgi) and not reliability")
     assert not conftest._selects("reliability", "(flask or wsgi) and not reliability")
     assert conftest._selects("reliability", "")
+
+
+# -- the raw HTTP client: a reset or a cut-short body is never a clean end ---------------
+
+HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+EVENT = b'data: {"type": "x"}\n\n'
+CHUNK = b"%x\r\n%s\r\n" % (len(EVENT), EVENT)
+
+
+def serve_once(payload: bytes, reset: bool, go: threading.Event) -> tuple[str, int]:
+    """A one-shot server: reads the request, sends *payload*, then (once *go* is set, so
+    the client has read the head) closes or resets."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def run() -> None:
+        connection, _ = listener.accept()
+        with listener, connection:
+            connection.recv(65536)
+            connection.sendall(payload)
+            go.wait(10)
+            if reset:  # close with SO_LINGER 0: an RST instead of a FIN
+                connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    threading.Thread(target=run, daemon=True).start()
+    return listener.getsockname()[:2]
+
+
+@pytest.mark.parametrize(
+    ("payload", "reset", "clean"),
+    [
+        pytest.param(HEAD + CHUNK + b"0\r\n\r\n", False, True, id="last-chunk"),
+        pytest.param(HEAD + CHUNK, False, False, id="eof-without-last-chunk"),
+        pytest.param(HEAD + CHUNK, True, False, id="reset"),
+    ],
+)
+def test_raw_client_tells_a_reset_from_a_clean_end(
+    payload: bytes, reset: bool, clean: bool
+) -> None:
+    go = threading.Event()
+    stream = rawhttp.open_stream(serve_once(payload, reset, go), b"{}")
+    stream.read_head()
+    go.set()
+    if clean:
+        assert [e.data for e in stream.read_all(5)] == [{"type": "x"}]
+    else:
+        with pytest.raises(AssertionError, match="without its end of body"):
+            stream.read_all(5)
+        assert stream.reset is reset
+    stream.close()
