@@ -11,13 +11,44 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import json
 import os
+import re
+import threading
+from collections.abc import AsyncIterator
 from typing import Any
 
-from tests.chatkit_app import make_server
+from tests.chatkit_app import ScriptedServer, make_server, user_text
 from tests.http_clients import CLIENTS
+
+
+class GatedServer(ScriptedServer):
+    """``gate=NAME/N`` in a message: its answer starts only once N answers of gate NAME
+    (this one included) have started in this process, so N streams provably ran at the same
+    time. A gate not reached within 30 s fails the answer (the stream ends with ChatKit's
+    error event)."""
+
+    started: dict[str, int] = {}
+    lock = threading.Lock()
+
+    async def respond(
+        self, thread: Any, input_user_message: Any, context: Any
+    ) -> AsyncIterator[Any]:
+        gate = re.search(r"gate=(\w+)/(\d+)", user_text(input_user_message))
+        if gate:
+            name, count = gate.group(1), int(gate.group(2))
+            with GatedServer.lock:
+                GatedServer.started[name] = GatedServer.started.get(name, 0) + 1
+            for _ in range(3000):  # 30 s
+                if GatedServer.started[name] >= count:
+                    break
+                await asyncio.sleep(0.01)
+            else:
+                raise RuntimeError(f"gate {name}/{count} not reached: streams serialised")
+        async for event in super().respond(thread, input_user_message, context):
+            yield event
 
 
 def app() -> Any:
@@ -26,7 +57,8 @@ def app() -> Any:
     client_class = getattr(importlib.import_module(module_name), attr)
     options = json.loads(os.environ.get("CHATKIT_TEST_OPTIONS") or "{}")
     variant = os.environ.get("CHATKIT_TEST_VARIANT", "view")
-    return client_class.make_app(make_server(), None, variant, **options)
+    server = GatedServer(make_server().journal_store)
+    return client_class.make_app(server, None, variant, **options)
 
 
 def aiohttp_app(argv: list[str] | None = None) -> Any:

@@ -130,7 +130,7 @@ class DjangoClient(HttpClient):
     name = "django"
     variants = ("view", "response")
     own_405_variants = ("view",)
-    real_servers: tuple[str, ...] = ("uvicorn", "daphne")
+    real_servers: tuple[str, ...] = ("uvicorn", "daphne", "hypercorn", "granian-asgi")
     real_server_variants = ("view",)  # the view is behind Django's default middleware
     # Django's ASGIHandler reads the whole request body before it calls any view
     body_read_on_demand = False
