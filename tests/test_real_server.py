@@ -139,9 +139,10 @@ def test_streams_incrementally(serve: StartServer) -> None:
     assert stream.headers["content-type"].startswith("text/event-stream")
     seen = stream_until(stream, lambda events: len(deltas(events)) >= 3)
     assert [e.data["update"]["delta"] for e in deltas(seen)] == ["w0 ", "w1 ", "w2 "]  # type: ignore[index]
+    assert not stream.ended
+    # (no heartbeat here: a WSGI server that cannot be probed, granian's, notices this
+    # client only at the answer's next write; test_disconnect_while_idle_persists covers it)
     stream.close()
-    assistant, _ = wait_for_cancel_records(running.journal, thread_of(seen))
-    assert assistant["item"]["content"][0]["text"] == "w0 w1 w2 "
 
 
 def test_disconnect_mid_stream_persists_partial_message_and_marker(
@@ -271,11 +272,25 @@ def test_heartbeats_arrive_while_idle(serve: StartServer) -> None:
     wait_for_cancel_records(running.journal, thread_of(seen))
 
 
-def test_concurrent_streams_do_not_serialise(serve: StartServer) -> None:
+# servers with several worker processes: the gate counts answers per process
+MULTI_PROCESS = ("gunicorn-preload",)
+
+
+@pytest.fixture(params=[p for p in real_server_params() if p.values[0][1] not in MULTI_PROCESS])
+def serve_one_process(
+    request: pytest.FixtureRequest,
+    server_pool: dict[Any, RunningServer],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> StartServer:
+    adapter, server = request.param
+    return _starter(adapter, server, "view", server_pool, tmp_path_factory)
+
+
+def test_concurrent_streams_do_not_serialise(serve_one_process: StartServer) -> None:
     """Ten streams whose answers each start only once all ten have started in the server
     (``gate=NAME/10``, tests.apps): one served after another, the first would wait for the
     others and fail after 30 s."""
-    running = serve()
+    running = serve_one_process()
     body = create_thread("deltas=10 delay=0.1 gate=concurrent/10")
     results: list[list[Event]] = []
 
