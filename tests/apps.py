@@ -11,13 +11,44 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import json
 import os
+import re
+import threading
+from collections.abc import AsyncIterator
 from typing import Any
 
-from tests.chatkit_app import make_server
+from tests.chatkit_app import ScriptedServer, make_server, user_text
 from tests.http_clients import CLIENTS
+
+
+class GatedServer(ScriptedServer):
+    """``gate=NAME/N`` in a message: its answer starts only once N answers of gate NAME
+    (this one included) have started in this process, so N streams provably ran at the same
+    time. A gate not reached within 30 s fails the answer (the stream ends with ChatKit's
+    error event)."""
+
+    started: dict[str, int] = {}
+    lock = threading.Lock()
+
+    async def respond(
+        self, thread: Any, input_user_message: Any, context: Any
+    ) -> AsyncIterator[Any]:
+        gate = re.search(r"gate=(\w+)/(\d+)", user_text(input_user_message))
+        if gate:
+            name, count = gate.group(1), int(gate.group(2))
+            with GatedServer.lock:
+                GatedServer.started[name] = GatedServer.started.get(name, 0) + 1
+            for _ in range(3000):  # 30 s
+                if GatedServer.started[name] >= count:
+                    break
+                await asyncio.sleep(0.01)
+            else:
+                raise RuntimeError(f"gate {name}/{count} not reached: streams serialised")
+        async for event in super().respond(thread, input_user_message, context):
+            yield event
 
 
 def app() -> Any:
@@ -36,7 +67,8 @@ def app() -> Any:
             secret="test",
         )
         return client_class.make_routes_app(server, None, **options)
-    return client_class.make_app(make_server(), None, variant, **options)
+    server = GatedServer(make_server().journal_store)
+    return client_class.make_app(server, None, variant, **options)
 
 
 def aiohttp_app(argv: list[str] | None = None) -> Any:
@@ -90,6 +122,20 @@ def debug_asgi(inner: Any) -> Any:
         await inner(scope, receive, send)
 
     return debug_app
+
+
+def debug_aiohttp(app: Any) -> Any:
+    """The same route on an aiohttp ``Application`` (a route of its own router)."""
+    import asyncio
+
+    from aiohttp import web
+
+    async def counts(request: web.Request) -> web.Response:
+        tasks = len(asyncio.all_tasks() - {asyncio.current_task()})
+        return web.json_response(_counts(tasks))
+
+    app.router.add_route("*", DEBUG_PATH, counts)  # any method, like the other debug routes
+    return app
 
 
 def debug_wsgi(inner: Any) -> Any:
@@ -170,6 +216,8 @@ def app() -> Any:  # type: ignore[no-redef]
         return debug_wsgi(built)
     if name == "sanic":
         return debug_sanic(built)
+    if name == "aiohttp":
+        return debug_aiohttp(built)
     if name in NATIVE_SERVERS:
-        return built  # an aiohttp Application: no debug route
+        return built
     return debug_asgi(built)

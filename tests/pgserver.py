@@ -3,7 +3,7 @@
 Where the URL comes from, in order:
 
 1. ``CHATKIT_TEST_NO_POSTGRES=1``: no PostgreSQL, tests that need it are skipped (this is
-   also how to check that the suite skips cleanly without it);
+   also how to check that the suite skips cleanly without it), also under ``CI=true``;
 2. ``CHATKIT_TEST_POSTGRES_URL``: an existing database, used as is (tests must keep to
    their own rows, as it is not emptied);
 3. PostgreSQL's server binaries (Debian's ``/usr/lib/postgresql/<version>/bin``, or
@@ -12,7 +12,8 @@ Where the URL comes from, in order:
    socket inside that directory), with a random password, stopped by its own PID and
    deleted at the end of the session. initdb refuses to run as root, so as root the
    binaries run as the ``postgres`` system user, which owns the directory;
-4. otherwise the tests are skipped, saying why.
+4. otherwise the tests are skipped, saying why; under ``CI=true`` they fail instead
+   (``tests.needs``: CI installs PostgreSQL, so its absence is a broken install).
 
 Use it with ``from tests.pgserver import postgres_url`` in a conftest or test module, or
 ``pytest -p tests.pgserver``. Outside pytest, :func:`temporary_postgres` is a context
@@ -37,6 +38,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.needs import missing, opted_out
 
 __all__ = ["PostgresUnavailable", "find_bindir", "postgres_url", "temporary_postgres"]
 
@@ -279,9 +282,10 @@ def temporary_postgres(bindir: Path | None = None) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
-    """A ``postgresql://`` URL for the whole test session, or a skip saying why there is none."""
-    if os.environ.get("CHATKIT_TEST_NO_POSTGRES", "") not in ("", "0"):
-        pytest.skip("PostgreSQL disabled by CHATKIT_TEST_NO_POSTGRES")
+    """A ``postgresql://`` URL for the whole test session, or a skip saying why there is none
+    (a failure under ``CI=true``, unless ``CHATKIT_TEST_NO_POSTGRES`` is set)."""
+    if opted_out("CHATKIT_TEST_NO_POSTGRES"):
+        missing("PostgreSQL disabled", "CHATKIT_TEST_NO_POSTGRES")
     if url := os.environ.get("CHATKIT_TEST_POSTGRES_URL"):
         yield url
         return
@@ -289,5 +293,5 @@ def postgres_url() -> Iterator[str]:
         try:
             url = stack.enter_context(temporary_postgres())
         except PostgresUnavailable as exc:
-            pytest.skip(str(exc))
+            missing(str(exc), "CHATKIT_TEST_NO_POSTGRES")
         yield url

@@ -30,8 +30,10 @@ class RawStream:
     _body: bytes = b""  # decoded body not yet parsed into events
     _chunked: bool = False
     _remaining: int | None = None  # content-length left, if any
-    _ended: bool = False
+    _ended: bool = False  # nothing more will arrive (end of body, EOF or reset)
     body_bytes: int = 0
+    complete: bool = False  # the body's own framing ended it (last chunk, Content-Length)
+    reset: bool = False  # the connection was reset (ECONNRESET): never a clean end
 
     def _recv(self, timeout: float | None) -> bool:
         self.sock.settimeout(timeout)
@@ -40,9 +42,12 @@ class RawStream:
         except TimeoutError:
             return False
         except ConnectionError:
-            data = b""
+            self.reset = self._ended = True
+            return False
         if not data:
             self._ended = True
+            # EOF ends a body delimited by the connection's close, and no other
+            self.complete = not self._chunked and self._remaining is None and self.status > 0
             return False
         self._buffer += data
         return True
@@ -62,6 +67,8 @@ class RawStream:
         self._chunked = "chunked" in self.headers.get("transfer-encoding", "").lower()
         if "content-length" in self.headers:
             self._remaining = int(self.headers["content-length"])
+        if self._ended and not self.reset:  # the server closed right after the response
+            self.complete = not self._chunked and self._remaining is None
         self._decode()
 
     def _decode(self) -> None:
@@ -73,7 +80,7 @@ class RawStream:
             if self._remaining is not None:
                 self._remaining -= len(take)
                 if self._remaining == 0:
-                    self._ended = True
+                    self._ended = self.complete = True
             return
         while True:
             line_end = self._buffer.find(b"\r\n")
@@ -81,7 +88,7 @@ class RawStream:
                 return
             size = int(self._buffer[:line_end].split(b";")[0], 16)
             if size == 0:
-                self._ended = True
+                self._ended = self.complete = True
                 self._buffer = b""
                 return
             if len(self._buffer) < line_end + 2 + size + 2:
@@ -120,13 +127,23 @@ class RawStream:
         return self._ended and b"\n\n" not in self._body
 
     def read_all(self, timeout: float = 30.0) -> list[Event]:
+        """Every event up to the end of the body; a reset or a body cut short (no last
+        chunk, fewer bytes than Content-Length) is an ``AssertionError``, not an end."""
         collected: list[Event] = []
         deadline = time.monotonic() + timeout
         while not self.ended:
             if time.monotonic() > deadline:
                 raise AssertionError("stream did not end in time")
             collected += self.events(max(0.01, deadline - time.monotonic()))
+        self.check_complete()
         return collected
+
+    def check_complete(self) -> None:
+        if not self.complete:
+            raise AssertionError(
+                f"the response ended without its end of body (reset={self.reset}, "
+                f"chunked={self._chunked}, {self.body_bytes} body bytes)"
+            )
 
     def close(self) -> float:
         """Close the socket (a FIN, like a browser's abort); returns ``time.time()``."""
@@ -164,7 +181,8 @@ def request(
     path: str = "/chatkit",
     headers: dict[str, str] | None = None,
 ) -> RawStream:
-    """A complete request: head read, body read to the end."""
+    """A complete request: head read, body read to its end (a reset or a cut-short body is
+    an ``AssertionError``)."""
     stream = open_stream(address, body, path, headers=headers)
     stream.read_head()
     deadline = time.monotonic() + 30
@@ -172,6 +190,7 @@ def request(
         if stream._recv(1.0):
             stream._decode()
     stream.close()
+    stream.check_complete()
     return stream
 
 

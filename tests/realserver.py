@@ -116,6 +116,14 @@ SERVERS: dict[str, Callable[[int], list[str]]] = {
         "--timeout-graceful-shutdown",
         "1",
     ],
+    # uvicorn as most deployments run it: uvloop and httptools (uvicorn[standard])
+    "uvicorn-uvloop": lambda port: [
+        *SERVERS["uvicorn"](port),
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+    ],
     "hypercorn": lambda port: [
         sys.executable,
         "-m",
@@ -124,7 +132,7 @@ SERVERS: dict[str, Callable[[int], list[str]]] = {
         f"127.0.0.1:{port}",
         "--log-level",
         "warning",
-        "tests.apps:app()",
+        "tests.apps:app()",  # hypercorn evaluates the expression in the module
     ],
     # Sanic's own server, one process (no worker manager)
     "sanic": lambda port: [
@@ -141,6 +149,8 @@ SERVERS: dict[str, Callable[[int], list[str]]] = {
         str(port),
         "tests.apps:app",
     ],
+    "granian-asgi": lambda port: _granian("asgi", port),
+    "granian-wsgi": lambda port: _granian("wsgi", port),
     "werkzeug": lambda port: [
         sys.executable,
         "-c",
@@ -148,6 +158,30 @@ SERVERS: dict[str, Callable[[int], list[str]]] = {
         f"run_simple('127.0.0.1', {port}, app(), threaded=True)",
     ],
 }
+
+
+def _granian(interface: str, port: int) -> list[str]:
+    # one worker; a WSGI app runs in granian's blocking threads: 32, like gunicorn's
+    threads = ["--blocking-threads", "32"] if interface == "wsgi" else []
+    return [
+        sys.executable,
+        "-m",
+        "granian",
+        "--interface",
+        interface,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        *threads,
+        "--log-level",
+        "warning",
+        "--no-ws",
+        "--factory",
+        "tests.apps:app",
+    ]
 
 
 def free_port() -> int:
@@ -277,8 +311,8 @@ def start_server(
 ) -> RunningServer:
     """Start *server* serving *adapter*; *env* adds variables (e.g. ``CHATKIT_TEST_DEBUG``)."""
     port = free_port()
-    journal = workdir / f"journal-{adapter}-{server}-{port}.jsonl"
-    log = workdir / f"server-{adapter}-{server}-{port}.log"
+    journal = workdir / f"journal-{adapter}-{server}-{variant}-{port}.jsonl"
+    log = workdir / f"server-{adapter}-{server}-{variant}-{port}.log"
     test_env = {
         "CHATKIT_TEST_ADAPTER": adapter,
         "CHATKIT_TEST_VARIANT": variant,
@@ -346,38 +380,51 @@ def prestart_shared(targets: list[tuple[str, str]], workdir_root: Path) -> None:
         _shared_future(adapter, server, workdir_root)
 
 
-def all_real_targets() -> list[tuple[str, str]]:
-    """Every (client name, server) pair of the installed clients' ``real_servers``."""
+def _client_classes() -> list[tuple[str, Any]]:
+    """(name, class) of every client whose framework is installed (a broken import raises)."""
     import importlib
 
-    from tests.http_clients import CLIENTS
+    from tests.http_clients import CLIENTS, framework_of
+    from tests.needs import installed
 
-    targets = []
+    classes = []
     for name, spec in CLIENTS.items():
-        module_name, _, attr = spec.partition(":")
-        try:
-            client = getattr(importlib.import_module(module_name), attr)
-        except ImportError:
+        if not installed(framework_of(name)):
             continue
-        targets += [(name, server) for server in client.real_servers]
-    return targets
+        module_name, _, attr = spec.partition(":")
+        classes.append((name, getattr(importlib.import_module(module_name), attr)))
+    return classes
 
 
-def real_server_params(*marks: Any, first_only: bool = False) -> list[Any]:
+def all_real_targets() -> list[tuple[str, str]]:
+    """Every (client name, server) pair of the installed clients' ``real_servers``."""
+    return [(name, server) for name, client in _client_classes() for server in client.real_servers]
+
+
+def real_server_params(*marks: Any, first_only: bool = False, stacks: bool = False) -> list[Any]:
     """``pytest.param((client name, server))`` for every installed client's real servers (or
     only its first), marked with the client's framework (``django_wsgi`` -> ``django``, so
-    ``tox -e NAME`` selects it) and *marks*."""
+    ``tox -e NAME`` selects it) and *marks*. With *stacks*, params are ``(client name,
+    server, variant)``: the bare view under every server, and each other variant of the
+    client's ``real_server_variants`` (the middleware stack) under its first server."""
     import pytest
 
-    params, seen = [], set()
-    for name, server in all_real_targets():
-        if first_only and name in seen:
-            continue
-        seen.add(name)
+    params = []
+    for name, client in _client_classes():
         framework = getattr(pytest.mark, name.split("_")[0])
-        params.append(
-            pytest.param((name, server), id=f"{name}-{server}", marks=[framework, *marks])
-        )
+        servers = client.real_servers[:1] if first_only else client.real_servers
+        for index, server in enumerate(servers):
+            variants = ["view"]
+            if stacks and index == 0:
+                variants += [
+                    v for v in client.real_server_variants if v != "view" and v in client.variants
+                ]
+            for variant in variants:
+                value = (name, server, variant) if stacks else (name, server)
+                suffix = "" if variant == "view" else f"-{variant}"
+                params.append(
+                    pytest.param(value, id=f"{name}-{server}{suffix}", marks=[framework, *marks])
+                )
     return params
 
 

@@ -7,9 +7,6 @@ import logging
 from typing import Any
 
 import pytest
-
-pytest.importorskip("aiohttp")
-
 from aiohttp import web
 
 from tests.chatkit_app import JournalStore, ScriptedServer, create_thread
@@ -25,9 +22,19 @@ async def test_client_leaving_during_the_upload_is_not_an_error(
     caplog: pytest.LogCaptureFixture,
     handler_cancellation: bool,
 ) -> None:
-    runner = web.AppRunner(
-        AiohttpClient.make_app(server), handler_cancellation=handler_cancellation
-    )
+    entered, exited = asyncio.Event(), asyncio.Event()
+
+    @web.middleware
+    async def record(request: web.Request, handler: Any) -> web.StreamResponse:
+        entered.set()
+        try:
+            return await handler(request)  # type: ignore[no-any-return]
+        finally:
+            exited.set()
+
+    app = AiohttpClient.make_app(server)
+    app.middlewares.append(record)
+    runner = web.AppRunner(app, handler_cancellation=handler_cancellation)
     await runner.setup()
     try:
         site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -37,9 +44,9 @@ async def test_client_leaving_during_the_upload_is_not_an_error(
         head = b"POST /chatkit HTTP/1.1\r\nHost: test\r\nContent-Length: 1000\r\n\r\n"
         writer.write(head + b'{"type": ')
         await writer.drain()
-        await asyncio.sleep(0.1)
+        await asyncio.wait_for(entered.wait(), 5)  # the handler is reading the body
         writer.close()
-        await asyncio.sleep(0.1)
+        await asyncio.wait_for(exited.wait(), 5)  # and it has finished
     finally:
         await runner.cleanup()
     assert store.calls == []

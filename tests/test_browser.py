@@ -2,7 +2,9 @@
 
 Runs the one-command demo (``python -m examples.demo --framework NAME``) on a free port of
 127.0.0.1 with a fresh SQLite file, and drives Debian's Chromium through Playwright.
-Skips, with the reason, where Chromium or Playwright is missing.
+Skips, with the reason, where Chromium or Playwright is missing; under ``CI=true`` that
+fails the run instead, unless ``CHATKIT_TEST_NO_BROWSER=1`` says to go without a browser
+(``tests.needs``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.needs import installed, missing, opted_out
 from tests.realserver import free_port, serving
 
 pytestmark = pytest.mark.browser
@@ -62,9 +65,14 @@ def demo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 @pytest.mark.parametrize("demo", FRAMEWORKS, indirect=True)
 def test_send_stream_stop_reload_keeps_partial_answer(demo: str) -> None:
+    if opted_out("CHATKIT_TEST_NO_BROWSER"):
+        missing("no browser wanted", "CHATKIT_TEST_NO_BROWSER")
     if CHROMIUM is None:
-        pytest.skip("Chromium is not installed (Debian package 'chromium')")
-    sync_api = pytest.importorskip("playwright.sync_api")
+        missing("Chromium is not installed (Debian package 'chromium')", "CHATKIT_TEST_NO_BROWSER")
+    if not installed("playwright"):
+        missing("playwright is not installed", "CHATKIT_TEST_NO_BROWSER")
+    from playwright import sync_api
+
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM,

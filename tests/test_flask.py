@@ -3,15 +3,15 @@ context factory, request hooks on a stream that stays incremental."""
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
+import flask
 import pytest
 
-flask = pytest.importorskip("flask")
-
-from chatkit_adapters.flask import chatkit_response, chatkit_view  # noqa: E402
-from tests.chatkit_app import ScriptedServer, create_thread, make_server, sse_events  # noqa: E402
+from chatkit_adapters.flask import chatkit_response, chatkit_view
+from tests.chatkit_app import ScriptedServer, create_thread, make_server, sse_events
 
 pytestmark = pytest.mark.flask
 
@@ -51,26 +51,28 @@ def test_context_factory_sees_g_and_hooks_see_the_stream(server: ScriptedServer)
 
     app.add_url_rule("/chatkit", view_func=chatkit_view(server, context), methods=["POST"])
     client = app.test_client()
+    # the answer sleeps 30 s after its third delta: those three must arrive before that
+    script = "deltas=5 idle=30 idle_after=3"
     response = client.post(
-        "/chatkit", data=create_thread("deltas=5 delay=0.1"), headers={"x-id": "7"}, buffered=False
+        "/chatkit", data=create_thread(script), headers={"x-id": "7"}, buffered=False
     )
+    received = b""
     try:
         assert response.status_code == 200
         assert response.headers["x-after"] == "1"
         assert response.headers["content-type"] == "text/event-stream"
         assert "content-length" not in response.headers
-        arrivals = []
         for chunk in response.response:  # type: ignore[attr-defined]
-            arrivals.append((time.monotonic(), chunk))
+            received += chunk
+            if received.count(b"thread.item.updated") >= 3:
+                break  # incremental: three deltas while the answer sleeps
     finally:
-        response.close()
+        response.close()  # the client leaves: the stream is cancelled
     assert seen == [(True, "alice", "7")]
     assert closed == ["closed"]
-    # incremental: the events arrived spread over the stream's 0.5 s, not in one piece
-    assert len(arrivals) >= 5
-    assert arrivals[-1][0] - arrivals[0][0] >= 0.3
-    events = sse_events(b"".join(chunk for _, chunk in arrivals))
-    assert events[-1]["type"] == "thread.item.done"
+    events = sse_events(received)
+    updates = [e["update"]["delta"] for e in events if e["type"] == "thread.item.updated"]
+    assert updates == ["w0 ", "w1 ", "w2 "]
 
 
 def test_chatkit_response_in_a_user_route(server: ScriptedServer) -> None:
@@ -95,10 +97,15 @@ def test_stream_replaced_by_a_hook_is_cancelled_and_saved(server: ScriptedServer
     """An ``after_request`` hook swaps the streaming response for its own: the stream is
     never iterated nor closed, and ChatKit's cancel cleanup still runs and persists."""
     app = flask.Flask(__name__)
+    responding = threading.Event()
+    server.journal_store.note = (  # type: ignore[method-assign]
+        lambda op, **record: responding.set() if op == "progress" else None
+    )
 
     @app.after_request
     def replace(response: Any) -> Any:
-        time.sleep(0.2)  # the stream runs ahead into the answer meanwhile
+        # the stream runs ahead into the answer meanwhile: wait for its first delta
+        assert responding.wait(10)
         return flask.Response("replaced", status=503)
 
     app.add_url_rule("/chatkit", view_func=chatkit_view(server), methods=["POST"])

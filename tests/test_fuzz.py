@@ -23,9 +23,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-
-pytest.importorskip("hypothesis", reason="the fuzz suite needs hypothesis (tox -e reliability)")
-
 from chatkit.types import ChatKitReq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

@@ -7,9 +7,6 @@ from typing import Any
 
 import httpx
 import pytest
-
-pytest.importorskip("litestar")
-
 from litestar import Litestar, Request
 
 from chatkit_adapters.litestar import chatkit_view

@@ -186,15 +186,18 @@ def workdir(tmp_path: Path) -> Path:
     [
         pytest.param("asgi", marks=pytest.mark.asgi),
         pytest.param("starlette", marks=pytest.mark.starlette),
+        # aiohttp's own server, one process: its debug route is an aiohttp route
+        pytest.param("aiohttp", marks=pytest.mark.aiohttp),
     ],
 )
-async def test_500_concurrent_streams_on_one_uvicorn_worker(
+async def test_500_concurrent_streams_on_one_worker(
     adapter: str, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     load_client(adapter)
-    # the shared server (tests.realserver.shared_server): one uvicorn worker, debug route
-    running = shared_server(adapter, "uvicorn", tmp_path_factory.getbasetemp())
-    await run_load(running, 500, f"{adapter}-uvicorn")
+    server = "aiohttp" if adapter == "aiohttp" else "uvicorn"
+    # the shared server (tests.realserver.shared_server): one worker, debug route
+    running = shared_server(adapter, server, tmp_path_factory.getbasetemp())
+    await run_load(running, 500, f"{adapter}-{server}")
 
 
 @pytest.mark.flask

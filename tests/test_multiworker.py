@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.chatkit_app import add_message, create_thread, get_thread, sse_events
+from tests.needs import require_package
 from tests.rawhttp import request
 from tests.realserver import ROOT, free_port, serving
 
@@ -59,10 +60,9 @@ def deployment(
     tmp_path: Path,
 ) -> Iterator[tuple[str, int]]:
     name = request.param
-    pytest.importorskip(NEEDS[name])
-    pytest.importorskip("psycopg")
-    if not (ROOT / "examples" / f"{NEEDS[name]}_app.py").exists():
-        pytest.skip(f"no {NEEDS[name]} example")
+    require_package(NEEDS[name])
+    require_package("psycopg")
+    assert (ROOT / "examples" / f"{NEEDS[name]}_app.py").exists()
     port = free_port()
     pids: set[str] = set()
 

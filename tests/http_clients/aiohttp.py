@@ -38,6 +38,10 @@ class AiohttpClient(HttpClient):
 
     name = "aiohttp"
     real_servers = ("aiohttp", "aiohttp-cancel")
+    # a real socket: aiohttp's client writes the whole (small) body into kernel buffers
+    body_read_on_demand = False
+    # aiohttp's HTTP parser: "400 Invalid character in Content-Length" before any handler
+    server_refuses_bad_content_length = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -13,7 +13,8 @@ class AsgiClient(AsgiHttpClient):
 
     name = "asgi"
     variants = ("view", "mounted")
-    real_servers = ("uvicorn",)
+    real_server_variants = ("view",)  # no middleware of its own: the frameworks' stacks run
+    real_servers = ("uvicorn", "uvicorn-uvloop", "hypercorn", "granian-asgi", "daphne")
 
     @classmethod
     def make_app(

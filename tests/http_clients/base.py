@@ -39,6 +39,16 @@ class HttpClient(ABC):
     async_context: ClassVar[bool] = True
     # real servers (names in tests.realserver.SERVERS) the real-server tests run it under
     real_servers: ClassVar[tuple[str, ...]] = ()
+    # the variants the real-server disconnect and backpressure tests run (the bare view and
+    # the middleware stack, where the client has one)
+    real_server_variants: ClassVar[tuple[str, ...]] = ("view", "middleware")
+    # a request body given as an async iterator reaches the app one chunk per read, as the
+    # app reads it (so how many chunks were taken shows where the adapter stopped reading);
+    # False where the framework or the transport takes the whole body first
+    body_read_on_demand: ClassVar[bool] = True
+    # the framework's own HTTP parser answers a malformed Content-Length with its own 400
+    # before the adapter runs
+    server_refuses_bad_content_length: ClassVar[bool] = False
     path = "/chatkit"
     # the endpoint of the app make_routes_app builds (chatkit_routes under /chatkit)
     routes_path: ClassVar[str] = "/chatkit/"

@@ -34,6 +34,7 @@ from chatkit_adapters.django import (
 )
 
 from .base import HttpClient, Response, call_factory
+from .wsgi_base import AsyncBodyReader
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.django_settings")
 django.setup()
@@ -118,20 +119,38 @@ def user_view(server: Any, context: Any, sync: bool, **options: Any) -> Any:
     return view
 
 
+NO_LENGTH = "tests.no_content_length"
+
+
+def without_length(app: Any) -> Any:
+    """werkzeug's test client always sets ``CONTENT_LENGTH``; a server that dechunked a
+    body sets none (marked with ``NO_LENGTH`` in the environ)."""
+
+    def wsgi(environ: dict[str, Any], start_response: Any) -> Any:
+        if environ.pop(NO_LENGTH, False):
+            environ.pop("CONTENT_LENGTH", None)
+        return app(environ, start_response)
+
+    return wsgi
+
+
 class DjangoClient(HttpClient):
     """Django under ASGI: ``ASGIHandler`` driven in-process by httpx."""
 
     name = "django"
     variants = ("view", "response")
     own_405_variants = ("view",)
-    real_servers: tuple[str, ...] = ("uvicorn", "daphne")
+    real_servers: tuple[str, ...] = ("uvicorn", "daphne", "hypercorn", "granian-asgi")
+    real_server_variants = ("view",)  # the view is behind Django's default middleware
+    # Django's ASGIHandler reads the whole request body before it calls any view
+    body_read_on_demand = False
     wsgi = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.app = self.build_app()
         if self.wsgi:
-            self._wsgi_client = Client(self.app, use_cookies=False)
+            self._wsgi_client = Client(without_length(self.app), use_cookies=False)
         else:
             self._client = httpx.AsyncClient(
                 transport=httpx.ASGITransport(app=self.app, raise_app_exceptions=False),
@@ -173,12 +192,15 @@ class DjangoClient(HttpClient):
         path: str | None = None,
     ) -> Response:
         overrides: dict[str, Any] = {}
+        stream: Any
         if isinstance(body, bytes):
-            data = body
-            headers.setdefault("content-length", str(len(data)))
-        else:  # a chunked body: the server dechunks it and says so
-            data = b"".join([chunk async for chunk in body])
+            stream = io.BytesIO(body)
+            headers.setdefault("content-length", str(len(body)))
+        else:  # a chunked body: the server dechunks it as the app reads, and says so
+            stream = io.BytesIO()
+            overrides["wsgi.input"] = AsyncBodyReader(body, asyncio.get_running_loop())
             overrides["wsgi.input_terminated"] = True
+            overrides[NO_LENGTH] = True  # and sends no CONTENT_LENGTH
         length = headers.pop("content-length", None)
         if length is not None:
             overrides["CONTENT_LENGTH"] = length
@@ -187,7 +209,7 @@ class DjangoClient(HttpClient):
             response = self._wsgi_client.open(
                 path or self.path,
                 method=method,
-                input_stream=io.BytesIO(data),
+                input_stream=stream,
                 headers=headers,
                 environ_overrides=overrides,
                 buffered=True,
@@ -223,4 +245,5 @@ class DjangoWSGIClient(DjangoClient):
 
     name = "django_wsgi"
     real_servers = ("gunicorn-gthread",)
+    body_read_on_demand = True  # WSGIRequest reads wsgi.input as the view reads
     wsgi = True

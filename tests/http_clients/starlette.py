@@ -32,7 +32,7 @@ MIDDLEWARE = [
 
 class StarletteClient(AsgiHttpClient):
     name = "starlette"
-    real_servers = ("uvicorn",)
+    real_servers = ("uvicorn", "uvicorn-uvloop", "hypercorn", "granian-asgi")
 
     @classmethod
     def make_app(

@@ -16,6 +16,7 @@ class WsgiClient(WsgiHttpClient):
 
     name = "wsgi"
     variants = ("view", "mounted")
+    real_server_variants = ("view",)  # no middleware of its own: the frameworks' stacks run
     real_servers = REAL_SERVERS
 
     @classmethod

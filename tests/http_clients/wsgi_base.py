@@ -30,7 +30,7 @@ logger = logging.getLogger("tests.wsgi")
 # master accepts them before its worker has imported the app (4 s of chatkit imports), so
 # the shared suite's first test would time the worker's boot. The shared tests run there,
 # unchanged, against a server that answered HTTP first.
-REAL_SERVERS = ("gunicorn-gthread", "werkzeug", "waitress", "gunicorn-preload")
+REAL_SERVERS = ("gunicorn-gthread", "werkzeug", "waitress", "gunicorn-preload", "granian-wsgi")
 
 
 def prepare_process() -> None:
