@@ -9,6 +9,11 @@ people write by hand (Starlette ``await request.form()`` then copying the spoole
 Flask ``request.files["file"].save()``), on the same server. Prints MB/s (median of the
 repeats) and the RSS growth of the serving process during each upload (median, max). Benchmarks, not
 tests: nothing is asserted.
+
+``--s3`` adds, in the same run, object storage (a SeaweedFS the run starts, as the tests
+do): the same upload through the app into the bucket, the same bytes PUT straight to the
+bucket with a presigned URL (``direct_uploads``), and the latency of a content request
+answered by a redirect to the bucket (then followed) vs the file backend streaming it.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from tests.realserver import (
 from tests.uploads import MIB, Sampler, rss, serving_pid, upload
 
 HAND_WRITTEN = {"starlette": "uvicorn", "flask": "gunicorn-gthread"}
+OCTET = "application/octet-stream"
 
 
 # -- the hand-written routes (served by the same servers) ---------------------------------
@@ -156,7 +162,94 @@ def hand_written(adapter: str, workdir: Path, size: int, repeats: int) -> dict[s
         stop(process)
 
 
+def s3_rows(size: int, repeats: int, adapter: str = "starlette") -> list[dict[str, Any]]:
+    """Upload through the app into S3, straight to the bucket, and content latency."""
+    import httpx
+
+    from chatkit_adapters._sigv4 import Credentials, presign
+    from tests.s3server import temporary_s3
+
+    server_name = dict(real_server_params_first())[adapter]
+    rows: list[dict[str, Any]] = []
+    with temporary_s3() as s3, tempfile.TemporaryDirectory(prefix="bench-s3-") as workdir:
+        prefix = f"bench-{uuid.uuid4().hex}"
+        env = {"CHATKIT_TEST_ATTACHMENTS": s3.url(prefix), **s3.environ()}
+        running = start_server(adapter, server_name, Path(workdir), variant="routes", env=env)
+        try:
+            row = {"adapter": adapter, "server": server_name, "route": "chatkit_routes->s3"}
+            row.update(
+                measure(running.address, running.process.pid, "/chatkit/attachments", size, repeats)
+            )
+            rows.append(row)
+            print(_line(row), file=sys.stderr, flush=True)
+            credentials = Credentials(s3.access_key, s3.secret_key, s3.region)
+            block = bytes(range(256)) * (MIB // 256)
+            rates = []
+            with httpx.Client(timeout=120) as client:
+                for index in range(repeats):
+                    url = presign(
+                        "PUT", s3.endpoint, s3.bucket, f"{prefix}/direct{index}.bin",
+                        credentials, expires=600,
+                        headers={"content-length": str(size), "content-type": OCTET},
+                    )  # fmt: skip
+                    started = time.perf_counter()
+                    answer = client.put(
+                        url,
+                        content=(block for _ in range(size // MIB)),
+                        headers={"content-length": str(size), "content-type": OCTET},
+                    )  # fmt: skip
+                    if answer.status_code != 200:
+                        raise RuntimeError(f"presigned PUT answered {answer.status_code}")
+                    rates.append(size / MIB / (time.perf_counter() - started))
+            rows.append(
+                {"adapter": "(client)", "server": "seaweedfs", "route": "presigned PUT",
+                 "mib_s": statistics.median(rates), "rss_growth_mib": 0.0,
+                 "rss_growth_max_mib": 0.0}
+            )  # fmt: skip
+            print(_line(rows[-1]), file=sys.stderr, flush=True)
+            rows.append(content_latency(running.address, "s3 redirect + bucket GET"))
+        finally:
+            running.stop()
+        files = Path(workdir) / "files"
+        env = {"CHATKIT_TEST_ATTACHMENTS": str(files)}
+        running = start_server(adapter, server_name, Path(workdir), variant="routes", env=env)
+        try:
+            rows.append(content_latency(running.address, "file, through the app"))
+        finally:
+            running.stop()
+    return rows
+
+
+def real_server_params_first() -> list[tuple[str, str]]:
+    return [tuple(p.values[0]) for p in real_server_params(first_only=True)]  # type: ignore[misc]
+
+
+def content_latency(address: tuple[str, int], route: str, count: int = 30) -> dict[str, Any]:
+    """Median ms of a content GET of a 1 MiB attachment, following a redirect if any."""
+    import httpx
+
+    status, body = upload(address, "/chatkit/attachments", MIB)
+    if status != 200:
+        raise RuntimeError(f"upload answered {status}")
+    attachment_id = __import__("json").loads(body)["id"]
+    base = f"http://{address[0]}:{address[1]}"
+    times = []
+    with httpx.Client(timeout=60, follow_redirects=True) as client:
+        for _ in range(count):
+            started = time.perf_counter()
+            answer = client.get(f"{base}/chatkit/attachments/{attachment_id}/content")
+            if answer.status_code != 200 or len(answer.content) != MIB:
+                raise RuntimeError(f"content answered {answer.status_code}")
+            times.append((time.perf_counter() - started) * 1000)
+    row = {"adapter": "content", "server": "", "route": route, "ms": statistics.median(times)}
+    print(f"content GET of 1 MiB, {route:<28} {row['ms']:7.1f} ms (median of {count})",
+          file=sys.stderr, flush=True)  # fmt: skip
+    return row
+
+
 def _line(row: dict[str, Any]) -> str:
+    if "ms" in row:
+        return f"content GET of 1 MiB, {row['route']:<28} {row['ms']:7.1f} ms"
     return (
         f"{row['adapter'] + '@' + row['server']:<30} {row['route']:<15} "
         f"{row['mib_s']:8.1f} MiB/s   RSS per upload +{row['rss_growth_mib']:.1f} MiB"
@@ -169,8 +262,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size-mib", type=int, default=100, help="upload size (default 100)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", action="append", default=[], metavar="ADAPTER")
+    parser.add_argument("--s3", action="store_true", help="add object storage (SeaweedFS)")
+    parser.add_argument("--s3-only", action="store_true", help="only the object storage rows")
     args = parser.parse_args(argv)
-    rows = run(args.size_mib * MIB, args.repeats, args.only)
+    rows = [] if args.s3_only else run(args.size_mib * MIB, args.repeats, args.only)
+    if args.s3 or args.s3_only:
+        rows += s3_rows(args.size_mib * MIB, args.repeats)
     print(f"upload of {args.size_mib} MiB, median of {args.repeats}; server RSS growth per upload")
     for row in rows:
         print(_line(row))
