@@ -144,6 +144,17 @@ def disconnect_probe(environ: Mapping[str, Any]) -> Probe:
 # -- the request ------------------------------------------------------------------------
 
 
+def input_reader(
+    environ: Mapping[str, Any], bounded: Callable[[int], bytes]
+) -> Callable[[int], bytes]:
+    """The ``read`` of a request body that ends itself (for ``until_eof``): the framework's
+    *bounded* read (it stops at ``Content-Length`` and reads nothing without one), or, for a
+    dechunked body without ``Content-Length`` (``wsgi.input_terminated``), the raw input."""
+    terminated = not environ.get("CONTENT_LENGTH") and environ.get("wsgi.input_terminated")
+    read: Callable[[int], bytes] = environ["wsgi.input"].read if terminated else bounded
+    return read
+
+
 def read_chunks(
     read: Callable[[int], bytes], declared: int | None, until_eof: bool
 ) -> Iterator[bytes]:

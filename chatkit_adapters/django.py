@@ -100,14 +100,13 @@ def _respond_wsgi(
     server: ChatKitServer[Any], request: HttpRequest, context: Callable[[], Any], opts: Options
 ) -> HttpResponseBase:
     meta = request.META  # Django reads no body without Content-Length: read a dechunked one
-    terminated = not meta.get("CONTENT_LENGTH") and meta.get("wsgi.input_terminated")
     try:
         reply = _attachments_sync.dispatch(
             server,
             **_where(request),
             method=request.method or "",
             headers=request.headers,
-            read=meta["wsgi.input"].read if terminated else request.read,
+            read=_sync.input_reader(meta, request.read),
             until_eof=True,  # Django's stream ends at Content-Length
             context=context,
             options=opts,

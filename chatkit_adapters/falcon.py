@@ -10,27 +10,26 @@ Usage::
 
     app = falcon.App()       # or falcon.asgi.App()
     app.add_route("/chatkit", chatkit_view(server, context=make_context))
+    # with attachments: chatkit_routes(server, make_context).add_to(app, "/chatkit")
 
-Your own responder fills ``resp``: ``chatkit_response(server, req, resp, ctx)`` in
-``falcon.App``, ``await chatkit_response(server, req, resp, ctx)`` in ``falcon.asgi.App``.
-
-``on_post`` decides per request: a ``falcon.asgi.Request`` takes the async path (the factory
-may be async), any other the sync one (as in Flask). Other methods get Falcon's own 405.
+Your own responder: ``chatkit_response(server, req, resp, ctx)`` fills ``resp`` (await it in
+``falcon.asgi.App``). A ``falcon.asgi.Request`` takes the async path (the factory may be
+async), any other the sync one. Other methods get Falcon's own 405.
 
 What Falcon does when a client leaves (measured with a stand-in, a nested async generator
 as ``resp.stream``, the client closing after 2 events): ``falcon.asgi.App`` under uvicorn
 neither cancels the responder nor raises; the generator ran to its end, 3 s after the
-client left (3 of 3). So its ``resp.stream`` watches ``receive()`` itself (the core's
+client left (3 of 3). So its ``resp.stream`` watches ``receive()`` (the core's
 ``WatchedBody``): one cancel on ``http.disconnect``, cleanup awaited in the ``close()``
-Falcon awaits. ``falcon.App`` hands ``resp.stream`` to the WSGI server, which calls its
-``close()`` (gunicorn gthread; the core's socket probe notices first, also while idle).
-Proof: ``tests/test_real_server.py::test_disconnect_mid_stream_persists_partial_message_``
-``and_marker[falcon-uvicorn]`` and ``[falcon_wsgi-gunicorn-gthread]``: 20 of 20.
+Falcon awaits. ``falcon.App`` gives ``resp.stream`` to the WSGI server, which calls its
+``close()`` (the core's socket probe notices first). Proof: ``tests/test_real_server.py``,
+``test_disconnect_mid_stream_persists_partial_message_and_marker[falcon-uvicorn]`` and
+``[falcon_wsgi-gunicorn-gthread]``: 20 of 20.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, cast, overload
 
@@ -39,18 +38,23 @@ import falcon.asgi
 from chatkit.server import ChatKitServer
 from typing_extensions import Unpack
 
-from . import _core, _sync
+from . import _attachments, _attachments_sync, _core, _sync
 from ._asgi import Receive, ScopeHeaders, WatchedBody
-from ._core import ContextFactory, JSONReply, Options, OptionsKwargs, Reply
+from ._core import ContextFactory, JSONReply, Options, OptionsKwargs
 
 __all__ = ["ChatKitRoutes", "chatkit_response", "chatkit_routes", "chatkit_view"]
 
 
-def _render(reply: Reply | _sync.SyncEventStream, resp: falcon.Response) -> None:
+def _render(reply: Any, resp: falcon.Response) -> None:
     resp.status = reply.status
     resp.set_headers(reply.all_headers if isinstance(reply, JSONReply) else list(reply.headers))
     if isinstance(reply, JSONReply):
         resp.data = reply.body
+
+
+def _where(req: falcon.Request, rest: str, context: Any, options: Options) -> dict[str, Any]:
+    where = {"rest": rest, "url": req.url, "query": req.query_string, "method": req.method}
+    return {**where, "context": context, "options": options}  # rest: the path under the prefix
 
 
 async def _respond_asgi(
@@ -59,18 +63,14 @@ async def _respond_asgi(
     resp: falcon.asgi.Response,
     context: Callable[[], Awaitable[Any]],
     options: Options,
+    rest: str = "",
 ) -> None:
-    async def body() -> AsyncIterator[bytes]:
-        async for chunk in req.stream:
-            yield chunk
-
-    headers = ScopeHeaders(req.scope)
-    reply = await _core.handle(
-        server, method=req.method, headers=headers, body=body, context=context, options=options
-    )
+    where, headers = _where(req, rest, context, options), ScopeHeaders(req.scope)
+    reply = await _attachments.dispatch(server, **where, headers=headers, body=lambda: req.stream)
     _render(reply, resp)
-    if isinstance(reply, _core.StreamReply):
-        # falcon.asgi keeps the ASGI receive() on the request and offers no disconnect event
+    if isinstance(reply, _attachments.FileReply):
+        resp.stream = _attachments.iterate(reply)
+    elif isinstance(reply, _core.StreamReply):  # falcon.asgi has no disconnect event: watch
         resp.stream = WatchedBody(reply.stream, cast(Receive, req._receive))
 
 
@@ -80,46 +80,46 @@ def _respond_wsgi(
     resp: falcon.Response,
     context: Callable[[], Any],
     options: Options,
+    rest: str = "",
 ) -> None:
-    env = req.env
-    # Falcon's bounded stream reads nothing without a Content-Length; a dechunked body ends
-    terminated = not env.get("CONTENT_LENGTH") and env.get("wsgi.input_terminated")
-    reply = _sync.handle(
+    reply = _attachments_sync.dispatch(
         server,
-        method=req.method,
-        headers=_sync.EnvironHeaders(env),
-        read=env["wsgi.input"].read if terminated else req.bounded_stream.read,
+        **_where(req, rest, context, options),
+        headers=_sync.EnvironHeaders(req.env),
+        read=_sync.input_reader(req.env, req.bounded_stream.read),
         until_eof=True,
-        context=context,
-        options=options,
-        disconnected=_sync.disconnect_probe(env),
+        disconnected=_sync.disconnect_probe(req.env),
     )
     _render(reply, resp)
-    if isinstance(reply, _sync.SyncEventStream):
+    if not isinstance(reply, JSONReply):
         resp.stream = reply  # the WSGI iterable; the server calls its close()
 
 
-def _on_post(
+def _on_request(
     server: ChatKitServer[Any],
     factory: ContextFactory | None,
     opts: Options,
+    base: str,
     req: falcon.Request,
     resp: falcon.Response,
+    rest: str = "",
+    ready: tuple[Any, ...] = (),  # chatkit_response: (the context,)
 ) -> Awaitable[None] | None:
+    rest = f"{base}/{rest}" if rest else base
     if isinstance(req, falcon.asgi.Request):  # falcon.asgi.App awaits what this returns
-        context = _core.factory_context(factory, req)
-        return _respond_asgi(server, req, resp, context, opts)  # type: ignore[arg-type]
-    _respond_wsgi(server, req, resp, lambda: _core.build_context_sync(factory, req), opts)
+        context = _core.ready_context(*ready) if ready else _core.factory_context(factory, req)
+        return _respond_asgi(server, req, resp, context, opts, rest)  # type: ignore[arg-type]
+    build = _core.build_context_sync
+    _respond_wsgi(server, req, resp, lambda: ready[0] if ready else build(factory, req), opts, rest)
     return None
 
 
 class ChatKitResource:
-    """The Falcon resource of :func:`chatkit_view`. Its ``on_post`` is a ``partial``, not a
-    Python function: ``falcon.asgi.App`` takes it as is (and awaits what it returns for an
-    ASGI request), ``falcon.App`` calls it like any sync responder."""
+    """The resource of :func:`chatkit_view`. Its responders are ``partial`` objects, which
+    ``falcon.asgi.App`` takes as is (and awaits) and ``falcon.App`` calls as sync ones."""
 
     def __init__(self, server: ChatKitServer[Any], context: Any, opts: Options) -> None:
-        self.on_post = partial(_on_post, server, context, opts)
+        self.on_post = partial(_on_request, server, context, opts, "")
 
 
 def chatkit_view(
@@ -166,23 +166,24 @@ def chatkit_response(
     ``await chatkit_response(server, req, resp, ctx)`` under ``falcon.asgi``;
     ``chatkit_response(server, req, resp, ctx)`` under ``falcon.App``.
     """
-    opts = Options(**options)
-    if isinstance(req, falcon.asgi.Request):
-        ready = _core.ready_context(context)
-        return _respond_asgi(server, req, resp, ready, opts)  # type: ignore[arg-type]
-    _respond_wsgi(server, req, resp, lambda: context, opts)
-    return None
+    return _on_request(server, None, Options(**options), "", req, resp, ready=(context,))
 
 
 class ChatKitRoutes:
-    """The routes of :func:`chatkit_routes`: ``add_to(app, "/chatkit")`` adds them to a
-    ``falcon.App`` or ``falcon.asgi.App`` under the prefix."""
+    """The routes of :func:`chatkit_routes`, for ``falcon.App`` and ``falcon.asgi.App``."""
 
-    def __init__(self, resource: ChatKitResource) -> None:
-        self.resource = resource
+    def __init__(self, server: ChatKitServer[Any], context: Any, opts: Options) -> None:
+        self.resource = ChatKitResource(server, context, opts)
+        attachments = partial(_on_request, server, context, opts, "attachments")
+        for method in ("get", "head", "post", "put", "delete", "patch"):
+            setattr(self.resource, f"on_{method}_attachments", attachments)
 
     def add_to(self, app: falcon.App[Any, Any], prefix: str = "/chatkit") -> None:
-        app.add_route(prefix.rstrip("/") or "/", self.resource)
+        """Add the endpoint (POST at *prefix*) and ``prefix/attachments...`` to *app*."""
+        prefix = prefix.rstrip("/")
+        app.add_route(prefix or "/", self.resource)
+        for path in ("/attachments", "/attachments/{rest:path}"):
+            app.add_route(prefix + path, self.resource, suffix="attachments")
 
 
 def chatkit_routes(
@@ -190,9 +191,9 @@ def chatkit_routes(
     context: ContextFactory | None = None,
     **options: Unpack[OptionsKwargs],
 ) -> ChatKitRoutes:
-    """The ChatKit routes for a Falcon app, under one prefix (for now the endpoint, POST at
-    the prefix; the attachment routes join when the attachments core lands).
+    """The endpoint and the attachment routes for a Falcon app, under one prefix.
 
-    ``chatkit_routes(server, make_context).add_to(app, "/chatkit")``
+    ``chatkit_routes(server, make_context).add_to(app, "/chatkit")``: the endpoint is
+    ``POST /chatkit``, attachments under ``/chatkit/attachments`` (uploads are streamed).
     """
-    return ChatKitRoutes(chatkit_view(server, context, **options))
+    return ChatKitRoutes(server, context, Options(**options))

@@ -14,6 +14,10 @@ Usage::
     app.add_url_rule("/chatkit", view_func=chatkit_view(server, context=make_context),
                      methods=["POST"])
 
+With attachments (``ChatKitServer(..., attachment_store=Attachments("./uploads"))``)::
+
+    app.register_blueprint(chatkit_routes(server, make_context), url_prefix="/chatkit")
+
 Your own route::
 
     @app.post("/chatkit")
@@ -51,8 +55,10 @@ from chatkit.server import ChatKitServer
 from quart import Blueprint, Request, Response
 from quart.wrappers.response import ResponseBody
 from typing_extensions import Unpack
+from werkzeug.exceptions import RequestEntityTooLarge
 
-from . import _core
+from . import _attachments, _core
+from ._attachments import FileReply
 from ._core import ContextFactory, JSONReply, Options, OptionsKwargs
 from ._pump import EventStream
 
@@ -60,8 +66,11 @@ __all__ = ["chatkit_response", "chatkit_routes", "chatkit_view"]
 
 
 async def _body(request: Request) -> AsyncIterator[bytes]:
-    async for chunk in request.body:
-        yield chunk
+    try:
+        async for chunk in request.body:
+            yield chunk
+    except RequestEntityTooLarge as exc:  # Quart's MAX_CONTENT_LENGTH, as the JSON error
+        raise _core.too_large(request.max_content_length or 0) from exc
 
 
 class _StreamBody(ResponseBody):
@@ -87,9 +96,13 @@ async def _respond(
     request: Request,
     context: Callable[[], Awaitable[Any]],
     options: Options,
+    rest: str = "",
 ) -> Response:
-    reply = await _core.handle(
+    reply = await _attachments.dispatch(
         server,
+        rest=rest,
+        url=request.url,
+        query=request.query_string.decode("latin-1"),
         method=request.method,
         headers=request.headers,
         body=lambda: _body(request),
@@ -98,8 +111,9 @@ async def _respond(
     )
     if isinstance(reply, JSONReply):
         return Response(reply.body, reply.status, dict(reply.all_headers))
-    response = Response(_StreamBody(reply.stream), reply.status, dict(reply.headers))
-    response.timeout = None  # not cut after RESPONSE_TIMEOUT
+    body = reply if isinstance(reply, FileReply) else _StreamBody(reply.stream)
+    response = Response(body, reply.status, dict(reply.headers))
+    response.timeout = None  # not cut after RESPONSE_TIMEOUT (a stream, a big file)
     return response
 
 
@@ -147,13 +161,23 @@ def chatkit_routes(
     name: str = "chatkit",
     **options: Unpack[OptionsKwargs],
 ) -> Blueprint:
-    """A Quart ``Blueprint`` serving *server* at its prefix.
+    """The endpoint and the attachment routes as a ``Blueprint`` named *name*.
 
-    ``app.register_blueprint(chatkit_routes(server, make_context), url_prefix="/chatkit")``
-
-    For now it holds the ChatKit endpoint (POST at the prefix); the attachment routes of
-    design.md join it when the attachments core lands.
+    ``app.register_blueprint(chatkit_routes(server, make_context), url_prefix="/chatkit")``:
+    the endpoint is ``POST /chatkit``, attachments under ``/chatkit/attachments``. Uploads
+    stream through ``request.body``; Quart's ``MAX_CONTENT_LENGTH`` (16 MiB by default)
+    applies to them too: raise it above ``max_upload_size`` for bigger files. Quart's
+    receiver task appends the body without backpressure: what arrives faster than the store
+    writes waits in Quart's buffer (a 200 MiB upload to a directory: no RSS growth).
     """
+    opts = Options(**options)
     blueprint = Blueprint(name, __name__)
-    blueprint.add_url_rule("", view_func=chatkit_view(server, context, **options), methods=["POST"])
+
+    async def chatkit(rest: str = "") -> Response:
+        request = quart.request
+        return await _respond(server, request, _core.factory_context(context, request), opts, rest)
+
+    methods = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"]
+    blueprint.add_url_rule("", view_func=chatkit, methods=methods)
+    blueprint.add_url_rule("/<path:rest>", view_func=chatkit, methods=methods)
     return blueprint

@@ -13,6 +13,7 @@ Usage::
 
     app = Sanic("MyApp")
     app.add_route(chatkit_view(server, context=make_context), "/chatkit", methods=["POST"])
+    # with attachments: app.blueprint(chatkit_routes(server, make_context), url_prefix="/chatkit")
 
 Your own handler (return what ``chatkit_response`` returns: a JSON ``HTTPResponse``, or
 ``None`` once a stream was sent through ``request.respond()``)::
@@ -53,7 +54,8 @@ from sanic import Blueprint, HTTPResponse, Request
 from sanic.exceptions import BadRequest
 from typing_extensions import Unpack
 
-from . import _core
+from . import _attachments, _core
+from ._attachments import FileReply
 from ._core import ChatKitHTTPError, ContextFactory, JSONReply, Options, OptionsKwargs, StreamReply
 
 __all__ = ["chatkit_response", "chatkit_routes", "chatkit_view"]
@@ -90,14 +92,28 @@ async def _stream(request: Request, reply: StreamReply) -> None:
             protocol.response_timeout = timeout  # type: ignore[attr-defined]
 
 
+async def _file(request: Request, reply: FileReply) -> None:
+    try:
+        response = await request.respond(status=reply.status, headers=dict(reply.headers))
+        async for chunk in reply.body or _core.aiterate(()):
+            await response.send(chunk)
+        await response.eof()
+    finally:  # also when Sanic cancels the task of a client that left
+        await reply.aclose()
+
+
 async def _respond(
     server: ChatKitServer[Any],
     request: Request,
     context: Callable[[], Awaitable[Any]],
     options: Options,
+    rest: str = "",
 ) -> HTTPResponse | None:
-    reply = await _core.handle(
+    reply = await _attachments.dispatch(
         server,
+        rest=rest,
+        url=request.url,
+        query=request.query_string,
         method=request.method,
         headers=request.headers,
         body=lambda: _body(request),
@@ -106,7 +122,7 @@ async def _respond(
     )
     if isinstance(reply, JSONReply):
         return HTTPResponse(reply.body, reply.status, dict(reply.all_headers))
-    await _stream(request, reply)
+    await (_file(request, reply) if isinstance(reply, FileReply) else _stream(request, reply))
     return None  # sent through request.respond()
 
 
@@ -157,13 +173,19 @@ def chatkit_routes(
     name: str = "chatkit",
     **options: Unpack[OptionsKwargs],
 ) -> Blueprint:
-    """A Sanic ``Blueprint`` serving *server* at its prefix.
+    """The endpoint and the attachment routes as a ``Blueprint`` named *name*.
 
-    ``app.blueprint(chatkit_routes(server, make_context), url_prefix="/chatkit")``
-
-    For now it holds the ChatKit endpoint (POST at the prefix); the attachment routes of
-    design.md join it when the attachments core lands.
+    ``app.blueprint(chatkit_routes(server, make_context), url_prefix="/chatkit")``: the
+    endpoint is ``POST /chatkit``, attachments under ``/chatkit/attachments`` (streaming-body
+    routes: uploads are read as they arrive, bounded by ``max_upload_size``).
     """
+    opts = Options(**options)
+
+    async def chatkit(request: Request, rest: str = "") -> HTTPResponse | None:
+        return await _respond(server, request, _core.factory_context(context, request), opts, rest)
+
     blueprint = Blueprint(name)
-    blueprint.add_route(chatkit_view(server, context, **options), "", methods=["POST"])
+    methods = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"]
+    blueprint.add_route(chatkit, "", methods=methods, stream=True, name="chatkit")
+    blueprint.add_route(chatkit, "/<rest:path>", methods=methods, stream=True, name="rest")
     return blueprint

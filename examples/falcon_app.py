@@ -1,4 +1,4 @@
-"""Falcon: one add_route line, the same resource in an ASGI and a WSGI app.
+"""Falcon: one add_to line (endpoint and attachments), the same routes in an ASGI and a WSGI app.
 
 Run: ``uvicorn examples.falcon_app:app`` (``falcon.asgi.App``) or
 ``gunicorn -k gthread --threads 32 examples.falcon_app:wsgi_app`` (``falcon.App``; never the
@@ -8,7 +8,7 @@ sync worker for streams).
 import falcon
 import falcon.asgi
 
-from chatkit_adapters.falcon import chatkit_view
+from chatkit_adapters.falcon import chatkit_routes
 from examples.demo.context import DemoContext
 from examples.demo.server import DemoServer
 from examples.demo.store import open_store
@@ -24,13 +24,15 @@ def context(req: falcon.Request) -> DemoContext:
     return DemoContext(user_id=user)
 
 
-chatkit = chatkit_view(server, context=context)
+# POST /chatkit, uploads at /chatkit/attachments, files at /chatkit/attachments/{id}/content
+# (the endpoint alone: app.add_route("/chatkit", chatkit_view(server, context=context)))
+chatkit = chatkit_routes(server, context=context)
 # Only needed when the ChatKit front end is served from another origin:
 # (Falcon's CORS middleware allows the headers a preflight asks for, CORS_HEADERS included)
 cors = falcon.CORSMiddleware(allow_origins="http://localhost:5173")
 
 app = falcon.asgi.App(middleware=[cors])
-app.add_route("/chatkit", chatkit)
+chatkit.add_to(app, "/chatkit")
 
 wsgi_app = falcon.App(middleware=[cors])
-wsgi_app.add_route("/chatkit", chatkit)
+chatkit.add_to(wsgi_app, "/chatkit")

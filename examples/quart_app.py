@@ -1,11 +1,11 @@
-"""Quart: one add_url_rule line.
+"""Quart: one register_blueprint line (endpoint and attachments).
 
 Run: ``hypercorn examples.quart_app:app`` or ``uvicorn examples.quart_app:app``
 """
 
 from quart import Quart, Request, Response, abort
 
-from chatkit_adapters.quart import chatkit_view
+from chatkit_adapters.quart import chatkit_routes
 from examples.demo.context import DemoContext
 from examples.demo.server import DemoServer
 from examples.demo.store import open_store
@@ -13,6 +13,9 @@ from examples.demo.web import CORS_HEADERS, user_id
 
 server = DemoServer(open_store())  # DATABASE_URL, default sqlite:///chatkit-demo.db
 app = Quart(__name__)
+# Quart's own body limit (16 MiB) would cut uploads: Attachments' max_upload_size decides them
+# and the endpoint's max_body_size (16 MiB) its requests
+app.config["MAX_CONTENT_LENGTH"] = None
 
 
 async def context(req: Request) -> DemoContext:
@@ -22,7 +25,9 @@ async def context(req: Request) -> DemoContext:
     return DemoContext(user_id=user)
 
 
-app.add_url_rule("/chatkit", view_func=chatkit_view(server, context=context), methods=["POST"])
+# POST /chatkit, uploads at /chatkit/attachments, files at /chatkit/attachments/{id}/content
+# (the endpoint alone: app.add_url_rule("/chatkit", view_func=chatkit_view(...), methods=["POST"]))
+app.register_blueprint(chatkit_routes(server, context=context), url_prefix="/chatkit")
 
 
 @app.after_request
@@ -30,5 +35,5 @@ async def cors(response: Response) -> Response:
     """Only needed when the ChatKit front end is served from another origin."""
     response.headers["Access-Control-Allow-Origin"] = "http://localhost:5173"
     response.headers["Access-Control-Allow-Headers"] = ", ".join(CORS_HEADERS)
-    response.headers["Access-Control-Allow-Methods"] = "POST"
+    response.headers["Access-Control-Allow-Methods"] = "GET, POST, PUT"
     return response

@@ -1,4 +1,4 @@
-"""Sanic: one add_route line.
+"""Sanic: one blueprint line (endpoint and attachments).
 
 Run: ``sanic examples.sanic_app:app --host 127.0.0.1 --port 8000``
 """
@@ -6,7 +6,7 @@ Run: ``sanic examples.sanic_app:app --host 127.0.0.1 --port 8000``
 from sanic import Request, Sanic
 from sanic.exceptions import Unauthorized
 
-from chatkit_adapters.sanic import chatkit_view
+from chatkit_adapters.sanic import chatkit_routes
 from examples.demo.context import DemoContext
 from examples.demo.server import DemoServer
 from examples.demo.store import open_store
@@ -23,7 +23,9 @@ def context(request: Request) -> DemoContext:
     return DemoContext(user_id=user)
 
 
-app.add_route(chatkit_view(server, context=context), "/chatkit", methods=["POST"])
+# POST /chatkit, uploads at /chatkit/attachments, files at /chatkit/attachments/{id}/content
+# (the endpoint alone: app.add_route(chatkit_view(...), "/chatkit", methods=["POST"]))
+app.blueprint(chatkit_routes(server, context=context), url_prefix="/chatkit")
 
 
 @app.on_response
@@ -32,4 +34,4 @@ async def cors(request: Request, response: object) -> None:
     headers = response.headers  # type: ignore[attr-defined]
     headers["Access-Control-Allow-Origin"] = "http://localhost:5173"
     headers["Access-Control-Allow-Headers"] = ", ".join(CORS_HEADERS)
-    headers["Access-Control-Allow-Methods"] = "POST"
+    headers["Access-Control-Allow-Methods"] = "GET, POST, PUT"

@@ -4,6 +4,7 @@ per user. (The one-command demo is driven end to end in tests/test_browser.py.)"
 from __future__ import annotations
 
 import importlib
+import io
 import json
 import sys
 from pathlib import Path
@@ -107,6 +108,20 @@ def test_wsgi_example(
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(64)
 
 
+async def check_attachments(client: httpx.AsyncClient, uploads: str) -> None:
+    """An upload, its signed preview without credentials, and another user's 404."""
+    files = {"file": ("dot.png", PNG, "image/png")}
+    response = await client.post(uploads, files=files, headers={"x-user-id": "alice"})
+    assert response.status_code == 200, response.text
+    preview = response.json()["preview_url"]
+    assert preview.startswith(f"{client.base_url}".rstrip("/") + uploads + "/")
+    image = await client.get(preview)
+    assert image.status_code == 200 and image.content == PNG
+    owner_only = preview.split("?")[0]
+    response = await client.get(owner_only, headers={"x-user-id": "bob"})
+    assert response.status_code == 404
+
+
 @pytest.mark.parametrize("name", ASGI_EXAMPLES)
 async def test_asgi_example_attachments(
     name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -115,16 +130,29 @@ async def test_asgi_example_attachments(
     uploads = ASGI_EXAMPLES[name].rstrip("/") + "/attachments"
     transport = httpx.ASGITransport(app=module.app)
     async with httpx.AsyncClient(transport=transport, base_url="http://example") as client:
-        files = {"file": ("dot.png", PNG, "image/png")}
-        response = await client.post(uploads, files=files, headers={"x-user-id": "alice"})
-        assert response.status_code == 200, response.text
-        preview = response.json()["preview_url"]
-        assert preview.startswith("http://example" + uploads + "/")
-        image = await client.get(preview)
-        assert image.status_code == 200 and image.content == PNG
-        owner_only = preview.split("?")[0]
-        response = await client.get(owner_only, headers={"x-user-id": "bob"})
-        assert response.status_code == 404
+        await check_attachments(client, uploads)
+
+
+@pytest.mark.parametrize(("name", "attr"), [("flask_app", "app"), ("falcon_app", "wsgi_app")])
+def test_wsgi_example_attachments(
+    name: str, attr: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from werkzeug.test import Client
+
+    module = load_example(name, tmp_path, monkeypatch)
+    client = Client(getattr(module, attr))
+    data = {"file": (io.BytesIO(PNG), "dot.png", "image/png")}
+    response = client.post("/chatkit/attachments", data=data, headers={"X-User-Id": "alice"})
+    assert response.status_code == 200, response.get_data()
+    preview = response.get_json()["preview_url"]
+    assert preview.startswith("http://localhost/chatkit/attachments/atc_")
+    image = client.get(preview)
+    assert image.status_code == 200 and image.get_data() == PNG
+    response = client.get(preview.split("?")[0], headers={"X-User-Id": "bob"})
+    assert response.status_code == 404
+    from chatkit_adapters import _bridge
+
+    _bridge.call(module.server.store.aclose(), timeout=10)  # on the loop that used it
 
 
 def test_falcon_wsgi_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -147,9 +175,9 @@ def test_falcon_wsgi_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 async def test_sanic_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("sanic")
     module = load_example("sanic_app", tmp_path, monkeypatch)
-    served = await module.app.create_server(
-        host="127.0.0.1", port=0, return_asyncio_server=True, access_log=False
-    )
+    from tests.http_clients.sanic import serve
+
+    served = await serve(module.app)
     await served.startup()
     await served.before_start()
     await served.after_start()
@@ -166,6 +194,7 @@ async def test_sanic_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
                 "/chatkit", content=get_thread(thread_id), headers={"x-user-id": "bob"}
             )
             assert response.status_code == 404
+            await check_attachments(client, "/chatkit/attachments")
     finally:
         await served.before_stop()
         await served.close()

@@ -1,4 +1,5 @@
-"""Framework timeouts never cut a ChatKit stream (Quart, Sanic).
+"""Framework limits: timeouts never cut a ChatKit stream (Quart, Sanic); Quart's body
+limit answers an upload with the JSON error.
 
 Quart limits a whole response to ``RESPONSE_TIMEOUT`` (60 s by default) and Sanic cancels
 a connection that sent nothing for its ``RESPONSE_TIMEOUT`` while it handles a request; a
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -132,3 +134,26 @@ async def test_sanic_response_timeout_does_not_cut_a_stream(server: ScriptedServ
         after = (await one.get("/probe")).json()
     assert after == before == {"conn": before["conn"], "timeout": TIMEOUT}
     await client.aclose()
+
+
+@pytest.mark.quart
+async def test_quart_max_content_length_refuses_an_upload_as_the_json_413(
+    server: ScriptedServer, tmp_path: Path
+) -> None:
+    """Quart's own body limit still bounds uploads; its refusal is the JSON error."""
+    from chatkit_adapters.attachments import Attachments
+    from tests.http_clients.base import Response
+    from tests.test_conformance import assert_json_error
+
+    server.attachment_store = Attachments(tmp_path, secret="s")
+    app = load_client("quart").make_routes_app(server)
+    app.config["MAX_CONTENT_LENGTH"] = 1000
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        for size, status in ((2000, 413), (100, 200)):
+            files = {"file": ("a.bin", bytes(size), "application/octet-stream")}
+            reply = await client.post("/chatkit/attachments", files=files)
+            if status == 413:
+                response = Response(reply.status_code, reply.headers, reply.content)
+                assert_json_error(response, 413, "payload_too_large")
+            assert reply.status_code == status, reply.text

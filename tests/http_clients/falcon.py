@@ -54,6 +54,12 @@ def build(asgi: bool, server: Any, context: Any, variant: str, options: dict[str
     return app
 
 
+def build_routes(asgi: bool, server: Any, context: Any, options: dict[str, Any]) -> Any:
+    app = falcon.asgi.App() if asgi else falcon.App()
+    chatkit_routes(server, context, **options).add_to(app, "/chatkit")
+    return app
+
+
 class OwnResource:
     def __init__(self, server: Any, context: Any, options: dict[str, Any]) -> None:
         self.server, self.context, self.options = server, context, options
@@ -84,6 +90,12 @@ class FalconClient(AsgiHttpClient):
     ) -> Any:
         return build(True, server, context, variant, options)
 
+    routes_path = "/chatkit"
+
+    @classmethod
+    def make_routes_app(cls, server: Any, context: Any = None, **options: Any) -> Any:
+        return build_routes(True, server, context, options)
+
     @staticmethod
     def header(native_request: Any, name: str) -> str | None:
         return native_request.get_header(name)  # type: ignore[no-any-return]
@@ -106,6 +118,13 @@ class FalconWSGIClient(WsgiHttpClient):
     ) -> Any:
         prepare_process()
         return build(False, server, context, variant, options)
+
+    routes_path = "/chatkit"
+
+    @classmethod
+    def make_routes_app(cls, server: Any, context: Any = None, **options: Any) -> Any:
+        prepare_process()
+        return build_routes(False, server, context, options)
 
     header = FalconClient.header
     unauthorized = FalconClient.unauthorized

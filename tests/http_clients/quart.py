@@ -15,7 +15,7 @@ class QuartClient(AsgiHttpClient):
 
     name = "quart"
     real_servers = ("hypercorn", "uvicorn")
-    own_405_variants = ("view",)  # the blueprint's endpoint is POST-only: Quart's own 405
+    own_405_variants = ("view", "middleware")  # the blueprint's endpoint answers 405 itself
 
     @classmethod
     def make_app(
@@ -48,6 +48,15 @@ class QuartClient(AsgiHttpClient):
         app.add_url_rule(
             "/chatkit", view_func=chatkit_view(server, context, **options), methods=methods
         )
+        return app
+
+    routes_path = "/chatkit"
+
+    @classmethod
+    def make_routes_app(cls, server: Any, context: Any = None, **options: Any) -> Any:
+        app = quart.Quart(__name__)
+        app.config["MAX_CONTENT_LENGTH"] = None  # uploads: max_upload_size decides
+        app.register_blueprint(chatkit_routes(server, context, **options), url_prefix="/chatkit")
         return app
 
     @staticmethod

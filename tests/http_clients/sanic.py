@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import socket
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -18,16 +19,24 @@ Sanic.test_mode = True  # many apps in one process (the registry refuses that ot
 _names = itertools.count()
 
 
+async def serve(app: Sanic) -> Any:
+    """*app* served on a free port (Sanic takes ``port=0`` for its default 8000)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    return await app.create_server(sock=sock, return_asyncio_server=True, access_log=False)
+
+
 class SanicClient(HttpClient):
     """The one-line view, a user-written handler, a blueprint with middleware."""
 
     name = "sanic"
     real_servers = ("sanic",)
-    own_405_variants = ("view",)  # the blueprint's endpoint is POST-only: Sanic's own 405
+    own_405_variants = ("view", "middleware")  # the blueprint's endpoint answers 405 itself
+    routes_path = "/chatkit"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.app = self.make_app(self.server, self.context, self.variant, **self.options)
+        self.app = self.build_app()
         self._server: Any = None
         self._client: httpx.AsyncClient | None = None
 
@@ -62,11 +71,16 @@ class SanicClient(HttpClient):
         app.add_route(chatkit_view(server, context, **options), "/chatkit", methods=methods)
         return app
 
+    @classmethod
+    def make_routes_app(cls, server: Any, context: Any = None, **options: Any) -> Any:
+        app = Sanic(f"chatkit_test_{next(_names)}")
+        app.config.MOTD = False
+        app.blueprint(chatkit_routes(server, context, **options), url_prefix="/chatkit")
+        return app
+
     async def _start(self) -> httpx.AsyncClient:
         if self._client is None:
-            self._server = await self.app.create_server(
-                host="127.0.0.1", port=0, return_asyncio_server=True, access_log=False
-            )
+            self._server = await serve(self.app)
             await self._server.startup()
             await self._server.before_start()
             await self._server.after_start()
@@ -80,14 +94,14 @@ class SanicClient(HttpClient):
         method: str,
         body: bytes | AsyncIterator[bytes] = b"",
         headers: Mapping[str, str] | None = None,
+        path: str | None = None,
     ) -> Response:
         client = await self._start()
+        path = path or self.path
         if not (headers or {}).get("content-length", "0").isdigit():  # httpx refuses it
             assert isinstance(body, bytes)
-            return await raw_request(self._address, method, self.path, body, headers or {})
-        response = await client.request(
-            method, self.path, content=body, headers=dict(headers or {})
-        )
+            return await raw_request(self._address, method, path, body, headers or {})
+        response = await client.request(method, path, content=body, headers=dict(headers or {}))
         return Response(
             response.status_code,
             {k.lower(): v for k, v in response.headers.items()},
