@@ -1,0 +1,835 @@
+"""``SQLStore``: a ChatKit store on SQLAlchemy 2 async Core (SQLite, PostgreSQL, MySQL/MariaDB).
+
+Usage::
+
+    from chatkit_adapters.stores import SQLStore
+
+    store = SQLStore("sqlite:///chatkit.db")            # aiosqlite, the embedded default
+    store = SQLStore("postgresql://u:pw@db/app")        # psycopg 3 (async)
+    store = SQLStore("mysql://u:pw@db/app")             # aiomysql (MySQL 8 and MariaDB)
+    store = SQLStore(url, user_id=lambda ctx: ctx.org_id + ":" + ctx.user_id)
+
+What it guarantees (the contract suites in ``tests/`` check each point on every backend):
+
+- Threads, items and attachments are stored as JSON documents (``model_dump_json``), as the
+  ChatKit docs recommend: a ChatKit model change needs no migration. Keys and ordering
+  columns sit next to the JSON.
+- Every row carries the user key (``user_id`` option, default :func:`default_user_id`:
+  ``context.user_id`` or ``context["user_id"]``) and every query filters by it: another
+  user's thread, item or attachment does not exist (``NotFoundError``). Keys compare
+  byte for byte on every backend (on MySQL they are ``VARBINARY``, so neither case nor
+  trailing spaces are ignored).
+- Threads and items are ordered by ``created_at`` (microseconds, UTC), then insertion
+  order; keyset pagination on those two columns. An upsert keeps the row's place.
+- Items can only be written to an existing thread of the same user; deleting a thread
+  deletes its items.
+- Each call is one transaction, committed when it returns. A call cancelled before its
+  commit leaves nothing; once the commit is under way it completes (shielded) before the
+  ``CancelledError`` goes on. So ChatKit's cancel cleanup, which writes while a
+  cancellation is in flight, lands whole or not at all.
+- Nothing connects until first use, inside the running event loop. The store keeps one
+  SQLAlchemy engine per event loop that uses it, so it may serve the sync adapters'
+  background loop and request loops at the same time; an engine whose loop has closed is
+  dropped. :meth:`SQLStore.aclose` disposes of them all.
+- SQLite: WAL journal, a busy timeout, foreign keys on, and one writer at a time per
+  event loop (``BEGIN IMMEDIATE`` under an ``asyncio.Lock``): no "database is locked"
+  under many concurrent streams. ``sqlite://`` (in memory) is private to one event loop.
+- The schema is versioned (table ``chatkit_schema``) and migrated on first use
+  (``migrate=True``, the default) or explicitly: ``python -m chatkit_adapters.stores
+  upgrade URL`` / :meth:`SQLStore.upgrade`. With ``migrate=False`` a store whose database
+  is behind raises :class:`SchemaError` naming that command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Final, Generic, TypeVar
+
+from chatkit.store import NotFoundError, Store
+from chatkit.types import Attachment, Page, ThreadItem, ThreadMetadata
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Connection,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    UniqueConstraint,
+    and_,
+    bindparam,
+    delete,
+    event,
+    exists,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.engine import URL, Dialect, make_url
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.sql.expression import Executable
+from sqlalchemy.types import TypeDecorator, TypeEngine
+from typing_extensions import Self
+from typing_extensions import TypeVar as TypeVarDefault
+
+from ._common import (
+    ATTACHMENT,
+    ITEM,
+    UserId,
+    attachment_not_found,
+    check_limit,
+    default_user_id,
+    descending,
+    item_not_found,
+    micros,
+    page,
+    thread_json,
+    thread_not_found,
+)
+
+__all__ = ["SCHEMA_VERSION", "SQLStore", "SchemaError", "metadata"]
+
+TContext = TypeVarDefault("TContext", default=Any)
+_T = TypeVar("_T")
+
+DEFAULT_URL: Final = "sqlite:///chatkit.db"
+
+# scheme (or scheme+driver) -> the async driver used when none is named
+_DRIVERS: Final = {
+    "sqlite": "sqlite+aiosqlite",
+    "postgresql": "postgresql+psycopg",
+    "postgres": "postgresql+psycopg",
+    "mysql": "mysql+asyncmy",
+    "mariadb": "mariadb+asyncmy",
+}
+_MYSQL: Final = ("mysql", "mariadb")
+
+
+# --------------------------------------------------------------------------------------
+# Schema
+# --------------------------------------------------------------------------------------
+
+
+class _Key(TypeDecorator[str]):
+    """A key (user, thread, item or attachment id, up to 255 bytes) compared byte for byte.
+
+    MySQL/MariaDB's ``VARCHAR`` collations ignore case and trailing spaces: ``"Alice"``
+    would read ``"alice "``'s threads. ``VARBINARY`` compares exactly.
+    """
+
+    impl = String(255)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name in _MYSQL:
+            return dialect.type_descriptor(mysql.VARBINARY(255))
+        return dialect.type_descriptor(String(255))
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if dialect.name in _MYSQL and isinstance(value, str):
+            return value.encode()
+        return value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        if isinstance(value, (bytes, bytearray)):
+            return bytes(value).decode()
+        return value
+
+
+_Seq = BigInteger().with_variant(Integer(), "sqlite")  # SQLite: the rowid itself
+
+metadata = MetaData()
+"""The store's tables (for your own Alembic environment's ``target_metadata``, if any)."""
+
+threads = Table(
+    "chatkit_threads",
+    metadata,
+    Column("seq", _Seq, primary_key=True, autoincrement=True),
+    Column("user_id", _Key(), nullable=False),
+    Column("id", _Key(), nullable=False),
+    Column("created_at", BigInteger, nullable=False),  # microseconds since the epoch, UTC
+    Column("data", JSON, nullable=False),  # ThreadMetadata
+    UniqueConstraint("user_id", "id", name="chatkit_threads_key"),
+    Index("chatkit_threads_by_time", "user_id", "created_at", "seq"),
+)
+
+items = Table(
+    "chatkit_items",
+    metadata,
+    Column("seq", _Seq, primary_key=True, autoincrement=True),
+    Column("user_id", _Key(), nullable=False),
+    Column("thread_id", _Key(), nullable=False),
+    Column("id", _Key(), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("data", JSON, nullable=False),  # ThreadItem
+    UniqueConstraint("user_id", "thread_id", "id", name="chatkit_items_key"),
+    ForeignKeyConstraint(
+        ["user_id", "thread_id"],
+        ["chatkit_threads.user_id", "chatkit_threads.id"],
+        ondelete="CASCADE",
+        name="chatkit_items_thread",
+    ),
+    Index("chatkit_items_by_time", "user_id", "thread_id", "created_at", "seq"),
+)
+
+attachments = Table(
+    "chatkit_attachments",
+    metadata,
+    Column("user_id", _Key(), nullable=False),
+    Column("id", _Key(), nullable=False),
+    Column("data", JSON, nullable=False),  # Attachment
+    PrimaryKeyConstraint("user_id", "id"),
+)
+
+schema_table = Table(
+    "chatkit_schema",
+    MetaData(),
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("version", Integer, nullable=False),
+)
+
+
+def _v1(conn: Connection) -> None:
+    """Version 1: threads, items and attachments."""
+    metadata.create_all(conn, checkfirst=False)
+
+
+_MIGRATIONS: Final[tuple[Callable[[Connection], None], ...]] = (_v1,)
+"""Migration ``n`` brings a database from version ``n`` to ``n + 1``. Append, never edit."""
+
+SCHEMA_VERSION: Final = len(_MIGRATIONS)
+"""The schema version this release writes and reads."""
+
+_PG_LOCK: Final = 0x43484B54  # pg_advisory_xact_lock key: "CHKT"
+_MYSQL_LOCK: Final = "chatkit_schema"
+
+
+class SchemaError(RuntimeError):
+    """The database schema is not the version this release uses (the message says what to do)."""
+
+
+def _schema_version(conn: Connection) -> int:
+    """The database's schema version (0: none), taking the migration lock first."""
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK})
+    elif dialect in _MYSQL:
+        got = conn.execute(text("SELECT GET_LOCK(:name, 300)"), {"name": _MYSQL_LOCK}).scalar()
+        if got != 1:
+            raise SchemaError("timed out waiting for another process migrating the schema")
+    # SQLite: the write transaction (BEGIN IMMEDIATE) is the lock.
+    schema_table.create(conn, checkfirst=True)
+    version = conn.execute(select(schema_table.c.version).where(schema_table.c.id == 1)).scalar()
+    return int(version or 0)
+
+
+def _current_version(conn: Connection) -> int:
+    try:
+        return _schema_version(conn)
+    finally:
+        if conn.dialect.name in _MYSQL:
+            conn.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": _MYSQL_LOCK})
+
+
+def _migrate(conn: Connection, apply: bool, url: str) -> tuple[int, int]:
+    """Check (and with ``apply``, upgrade) the schema; return (version before, after)."""
+    try:
+        before = _schema_version(conn)
+        if before > SCHEMA_VERSION:
+            raise SchemaError(
+                f"the database {url} has chatkit schema version {before}, newer than this "
+                f"release's {SCHEMA_VERSION}: upgrade chatkit-adapters"
+            )
+        if before < SCHEMA_VERSION and not apply:
+            raise SchemaError(
+                f"the database {url} has chatkit schema version {before}, this release needs "
+                f"{SCHEMA_VERSION}: run  python -m chatkit_adapters.stores upgrade URL  "
+                "(or create the store with migrate=True)"
+            )
+        for version in range(before, SCHEMA_VERSION):
+            _MIGRATIONS[version](conn)
+            values = {"id": 1, "version": version + 1}
+            if version == 0:
+                conn.execute(insert(schema_table).values(values))
+            else:
+                conn.execute(update(schema_table).where(schema_table.c.id == 1).values(values))
+        return before, SCHEMA_VERSION
+    finally:
+        if conn.dialect.name in _MYSQL:
+            conn.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": _MYSQL_LOCK})
+
+
+# --------------------------------------------------------------------------------------
+# Statements (built once; compiled once per dialect by SQLAlchemy's cache)
+# --------------------------------------------------------------------------------------
+
+_USER = bindparam("user_id", type_=_Key())
+_ID = bindparam("id", type_=_Key())
+_THREAD = bindparam("thread_id", type_=_Key())
+_CREATED = bindparam("created_at", type_=BigInteger())
+_DATA = bindparam("data", type_=JSON())
+
+_LOAD_THREAD = select(threads.c.data).where(threads.c.user_id == _USER, threads.c.id == _ID)
+_LOAD_ITEM = select(items.c.data).where(
+    items.c.user_id == _USER, items.c.thread_id == _THREAD, items.c.id == _ID
+)
+_LOAD_ATTACHMENT = select(attachments.c.data).where(
+    attachments.c.user_id == _USER, attachments.c.id == _ID
+)
+_THREAD_POSITION = select(threads.c.created_at, threads.c.seq).where(
+    threads.c.user_id == _USER, threads.c.id == _ID
+)
+_ITEM_POSITION = select(items.c.created_at, items.c.seq).where(
+    items.c.user_id == _USER, items.c.thread_id == _THREAD, items.c.id == _ID
+)
+_DELETE_THREAD_ITEMS = delete(items).where(items.c.user_id == _USER, items.c.thread_id == _ID)
+_DELETE_THREAD = delete(threads).where(threads.c.user_id == _USER, threads.c.id == _ID)
+_DELETE_ITEM = delete(items).where(
+    items.c.user_id == _USER, items.c.thread_id == _THREAD, items.c.id == _ID
+)
+_DELETE_ATTACHMENT = delete(attachments).where(
+    attachments.c.user_id == _USER, attachments.c.id == _ID
+)
+
+
+def _pages(table: Table, keys: Sequence[Any]) -> dict[tuple[bool, bool], Executable]:
+    """Keyset page queries by (descending, after a cursor); ``LIMIT :limit``."""
+    queries: dict[tuple[bool, bool], Executable] = {}
+    created, seq = table.c.created_at, table.c.seq
+    at, at_seq = bindparam("at", type_=BigInteger()), bindparam("at_seq", type_=BigInteger())
+    for desc in (False, True):
+        for after in (False, True):
+            query = select(table.c.data).where(*keys)
+            if after:
+                if desc:
+                    query = query.where(or_(created < at, and_(created == at, seq < at_seq)))
+                else:
+                    query = query.where(or_(created > at, and_(created == at, seq > at_seq)))
+            order = (created.desc(), seq.desc()) if desc else (created.asc(), seq.asc())
+            queries[desc, after] = query.order_by(*order).limit(bindparam("limit"))
+    return queries
+
+
+_THREAD_PAGES = _pages(threads, [threads.c.user_id == _USER])
+_ITEM_PAGES = _pages(items, [items.c.user_id == _USER, items.c.thread_id == _THREAD])
+
+
+@dataclass(frozen=True)
+class _Upserts:
+    """The dialect's INSERT ... ON CONFLICT/DUPLICATE KEY UPDATE statements."""
+
+    thread: Executable
+    item: Executable  # inserts nothing (rowcount 0) when the user has no such thread
+    attachment: Executable
+
+    @classmethod
+    def build(cls, dialect: str) -> _Upserts:
+        item_row = select(_USER, _THREAD, _ID, _CREATED, _DATA).where(
+            exists().where(threads.c.user_id == _USER, threads.c.id == _THREAD)
+        )
+        item_columns = ["user_id", "thread_id", "id", "created_at", "data"]
+        if dialect in _MYSQL:
+            my_thread = mysql.insert(threads).values(
+                user_id=_USER, id=_ID, created_at=_CREATED, data=_DATA
+            )
+            my_item = mysql.insert(items).from_select(item_columns, item_row)
+            my_attachment = mysql.insert(attachments).values(user_id=_USER, id=_ID, data=_DATA)
+            return cls(
+                thread=my_thread.on_duplicate_key_update(created_at=_CREATED, data=_DATA),
+                item=my_item.on_duplicate_key_update(created_at=_CREATED, data=_DATA),
+                attachment=my_attachment.on_duplicate_key_update(data=_DATA),
+            )
+        module: Any = postgresql if dialect == "postgresql" else sqlite
+        thread = module.insert(threads).values(
+            user_id=_USER, id=_ID, created_at=_CREATED, data=_DATA
+        )
+        item = module.insert(items).from_select(item_columns, item_row)
+        attachment = module.insert(attachments).values(user_id=_USER, id=_ID, data=_DATA)
+        return cls(
+            thread=thread.on_conflict_do_update(
+                index_elements=["user_id", "id"],
+                set_={"created_at": thread.excluded.created_at, "data": thread.excluded.data},
+            ),
+            item=item.on_conflict_do_update(
+                index_elements=["user_id", "thread_id", "id"],
+                set_={"created_at": item.excluded.created_at, "data": item.excluded.data},
+            ),
+            attachment=attachment.on_conflict_do_update(
+                index_elements=["user_id", "id"], set_={"data": attachment.excluded.data}
+            ),
+        )
+
+
+# --------------------------------------------------------------------------------------
+# Engines
+# --------------------------------------------------------------------------------------
+
+
+def _raw_json(value: Any) -> Any:
+    """The JSON (de)serializer of our engines: documents are JSON text already."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).decode()
+    return value
+
+
+def normalize_url(url: str | URL) -> URL:
+    """``url`` with the async driver this store uses when it names none."""
+    parsed = make_url(url)
+    driver = _DRIVERS.get(parsed.drivername)
+    if driver is not None:
+        parsed = parsed.set(drivername=driver)
+    elif parsed.drivername.startswith("postgres+"):
+        parsed = parsed.set(drivername="postgresql+" + parsed.drivername.partition("+")[2])
+    return parsed
+
+
+def _is_memory(url: URL) -> bool:
+    return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+
+
+@dataclass
+class _Bound:
+    """A store's engine on one event loop."""
+
+    loop: asyncio.AbstractEventLoop
+    engine: AsyncEngine
+    writer: AsyncEngine  # the same pool; on SQLite its transactions BEGIN IMMEDIATE
+    write_lock: asyncio.Lock | None  # SQLite: one writer at a time
+    upserts: _Upserts
+    ready: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+def _stop_sqlite_workers(engine: AsyncEngine) -> None:
+    """Stop the aiosqlite threads of a dead loop's pooled connections (nothing to await)."""
+    queue = getattr(engine.sync_engine.pool, "_pool", None)
+    records = list(getattr(queue, "queue", ()))
+    for record in records:
+        adapted = getattr(record, "dbapi_connection", None)
+        raw = getattr(adapted, "_connection", None)
+        stop = getattr(raw, "stop", None)
+        if callable(stop):
+            with contextlib.suppress(Exception):
+                stop()
+
+
+async def _finish(step: Coroutine[Any, Any, _T]) -> _T:
+    """Run ``step`` (a COMMIT or ROLLBACK) to its end even if the caller is cancelled.
+
+    A cancellation that arrives meanwhile is re-raised once the step is done, so the
+    caller's connection is never returned to its pool in the middle of a commit.
+    """
+    task = asyncio.ensure_future(step)
+    cancelled = False
+    while True:
+        try:
+            result = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.done():  # the step itself was cancelled (its loop is shutting down)
+                raise
+            cancelled = True
+            continue
+        except BaseException:
+            if cancelled:
+                raise asyncio.CancelledError from None
+            raise
+        if cancelled:
+            raise asyncio.CancelledError
+        return result
+
+
+# --------------------------------------------------------------------------------------
+# The store
+# --------------------------------------------------------------------------------------
+
+
+class SQLStore(Store[TContext], Generic[TContext]):
+    """A ChatKit store in any SQL database SQLAlchemy's async Core drives.
+
+    Usage: ``store = SQLStore("postgresql://u:pw@db/app")`` then ``MyServer(store)``.
+    """
+
+    def __init__(
+        self,
+        url: str | URL = DEFAULT_URL,
+        *,
+        user_id: UserId | None = None,
+        migrate: bool = True,
+        busy_timeout: float = 30.0,
+        engine_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Create the store; nothing connects until the first call.
+
+        - ``url``: a SQLAlchemy URL. ``sqlite:///relative.db``, ``sqlite:////absolute.db``
+          or ``sqlite://`` (memory); ``postgresql://``/``postgres://`` (psycopg 3);
+          ``mysql://``/``mariadb://`` (aiomysql). Name another async driver with
+          ``scheme+driver://``.
+        - ``user_id``: maps a context to the user key (default :func:`default_user_id`).
+        - ``migrate``: apply schema migrations on first use (else raise
+          :class:`SchemaError` when the database is behind).
+        - ``busy_timeout``: SQLite only, seconds a connection waits for another writer.
+        - ``engine_options``: passed to ``create_async_engine`` (``pool_size``, ``echo``...).
+        """
+        self.url = normalize_url(url)
+        self.user_id: UserId = user_id or default_user_id
+        self.migrate = migrate
+        self.busy_timeout = busy_timeout
+        self.engine_options = dict(engine_options or {})
+        self._sqlite = self.url.get_backend_name() == "sqlite"
+        self._memory = _is_memory(self.url)
+        self._bound: dict[asyncio.AbstractEventLoop, _Bound] = {}
+        self._guard = threading.Lock()  # _bound is shared by every loop's thread
+        self._schema_ok = False
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url.render_as_string(hide_password=True)!r})"
+
+    # -- engines -------------------------------------------------------------------------
+
+    def _create_engine(self) -> AsyncEngine:
+        options: dict[str, Any] = {
+            "json_serializer": _raw_json,
+            "json_deserializer": _raw_json,
+        }
+        if self._sqlite and not self._memory:
+            # few connections: one writes at a time, and WAL readers never wait for it
+            options.update(pool_size=4, max_overflow=0, pool_timeout=600)
+        elif not self._sqlite:
+            options.update(pool_pre_ping=True, pool_recycle=3600)
+        options.update(self.engine_options)
+        engine = create_async_engine(self.url, **options)
+        if self._sqlite:
+            self._configure_sqlite(engine)
+        return engine
+
+    def _configure_sqlite(self, engine: AsyncEngine) -> None:
+        timeout_ms = int(self.busy_timeout * 1000)
+        wal = not self._memory
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def connect(dbapi_connection: Any, record: Any) -> None:
+            dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+            cursor = dbapi_connection.cursor()
+            try:
+                cursor.execute(f"PRAGMA busy_timeout = {timeout_ms}")
+                cursor.execute("PRAGMA foreign_keys = ON")
+                if wal:
+                    cursor.execute("PRAGMA journal_mode = WAL")
+            finally:
+                cursor.close()
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def begin(conn: Connection) -> None:
+            write = conn.get_execution_options().get("chatkit_write", False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    def _bind(self) -> _Bound:
+        """This loop's engine, created on first use here."""
+        loop = asyncio.get_running_loop()
+        bound = self._bound.get(loop)
+        if bound is not None:
+            return bound
+        with self._guard:
+            dead = [other for other in self._bound if other.is_closed()]
+            for other in dead:
+                self._abandon(self._bound.pop(other))
+            if self._memory and self._bound:
+                raise RuntimeError(
+                    f"{self!r} is in use by another event loop: an in-memory SQLite "
+                    "database lives on one loop (use a file to share it)"
+                )
+            engine = self._create_engine()
+            bound = _Bound(
+                loop=loop,
+                engine=engine,
+                writer=engine.execution_options(chatkit_write=True),
+                write_lock=asyncio.Lock() if self._sqlite else None,
+                upserts=_Upserts.build(engine.dialect.name),
+            )
+            self._bound[loop] = bound
+            return bound
+
+    def _abandon(self, bound: _Bound) -> None:
+        """Forget the engine of a loop that is gone: nothing there can be awaited any more."""
+        if self._sqlite:
+            _stop_sqlite_workers(bound.engine)
+
+    async def _ready(self) -> _Bound:
+        bound = self._bind()
+        if not self._schema_ok:
+            async with bound.ready:
+                if not self._schema_ok:
+                    await self._migrate(bound, apply=self.migrate)
+                    self._schema_ok = True
+        return bound
+
+    async def _migrate(self, bound: _Bound, *, apply: bool) -> tuple[int, int]:
+        url = self.url.render_as_string(hide_password=True)
+        async with bound.writer.connect() as conn:
+            result = await conn.run_sync(_migrate, apply, url)
+            await conn.commit()
+            return result
+
+    async def upgrade(self) -> tuple[int, int]:
+        """Apply the schema migrations now; return (version before, version after).
+
+        Usage: ``await SQLStore(url).upgrade()`` (``python -m chatkit_adapters.stores
+        upgrade URL`` does this). Safe to run from several processes at once.
+        """
+        before_after = await self._migrate(self._bind(), apply=True)
+        self._schema_ok = True
+        return before_after
+
+    async def schema_version(self) -> int:
+        """The database's schema version (0 when it has none yet)."""
+        bound = self._bind()
+        async with bound.writer.connect() as conn:
+            version = await conn.run_sync(_current_version)
+            await conn.commit()
+            return version
+
+    async def aclose(self) -> None:
+        """Dispose of every engine (on its own loop). The store reconnects if used again."""
+        with self._guard:
+            bound_list = list(self._bound.values())
+            self._bound.clear()
+        current = asyncio.get_running_loop()
+        for bound in bound_list:
+            if bound.loop is current:
+                await bound.engine.dispose()
+            elif bound.loop.is_running() and not bound.loop.is_closed():
+                future = asyncio.run_coroutine_threadsafe(bound.engine.dispose(), bound.loop)
+                await asyncio.wrap_future(future)
+            else:
+                self._abandon(bound)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # -- transactions --------------------------------------------------------------------
+
+    async def _transaction(
+        self, write: bool, body: Callable[[AsyncConnection, _Bound], Awaitable[_T]]
+    ) -> _T:
+        bound = await self._ready()
+        if write and bound.write_lock is not None:
+            async with bound.write_lock:
+                return await self._run(bound, bound.writer, body)
+        return await self._run(bound, bound.engine, body)
+
+    @staticmethod
+    async def _run(
+        bound: _Bound,
+        engine: AsyncEngine,
+        body: Callable[[AsyncConnection, _Bound], Awaitable[_T]],
+    ) -> _T:
+        async with engine.connect() as conn:
+            try:
+                result = await body(conn, bound)
+            except BaseException:
+                if conn.in_transaction():
+                    with contextlib.suppress(Exception):
+                        await _finish(conn.rollback())
+                raise
+            await _finish(conn.commit())
+            return result
+
+    async def _scalar(self, statement: Executable, params: dict[str, Any]) -> Any:
+        async def body(conn: AsyncConnection, bound: _Bound) -> Any:
+            return (await conn.execute(statement, params)).scalar()
+
+        return await self._transaction(False, body)
+
+    async def _write(self, statement: Executable, params: dict[str, Any]) -> None:
+        async def body(conn: AsyncConnection, bound: _Bound) -> None:
+            await conn.execute(statement, params)
+
+        await self._transaction(True, body)
+
+    async def _page(
+        self,
+        queries: Mapping[tuple[bool, bool], Executable],
+        position: Executable,
+        keys: dict[str, Any],
+        after: str | None,
+        limit: int,
+        order: str,
+        missing: str,
+    ) -> list[str]:
+        check_limit(limit)
+        desc = descending(order)
+
+        async def body(conn: AsyncConnection, bound: _Bound) -> list[str]:
+            params = {**keys, "limit": limit + 1}
+            if after is not None:
+                row = (await conn.execute(position, {**keys, "id": after})).first()
+                if row is None:
+                    raise NotFoundError(missing)
+                params.update(at=row[0], at_seq=row[1])
+            result = await conn.execute(queries[desc, after is not None], params)
+            return list(result.scalars())
+
+        return await self._transaction(False, body)
+
+    # -- threads -------------------------------------------------------------------------
+
+    async def load_thread(self, thread_id: str, context: TContext) -> ThreadMetadata:
+        """Load a thread's metadata, or raise ``NotFoundError``."""
+        data = await self._scalar(_LOAD_THREAD, {"user_id": self.user_id(context), "id": thread_id})
+        if data is None:
+            raise NotFoundError(thread_not_found(thread_id))
+        return ThreadMetadata.model_validate_json(data)
+
+    async def save_thread(self, thread: ThreadMetadata, context: TContext) -> None:
+        """Insert or update a thread's metadata (an update keeps its place)."""
+        params = {
+            "user_id": self.user_id(context),
+            "id": thread.id,
+            "created_at": micros(thread.created_at),
+            "data": thread_json(thread),
+        }
+
+        async def body(conn: AsyncConnection, bound: _Bound) -> None:
+            await conn.execute(bound.upserts.thread, params)
+
+        await self._transaction(True, body)
+
+    async def load_threads(
+        self, limit: int, after: str | None, order: str, context: TContext
+    ) -> Page[ThreadMetadata]:
+        """A page of the user's threads by creation time; ``after`` is a thread id."""
+        rows = await self._page(
+            _THREAD_PAGES,
+            _THREAD_POSITION,
+            {"user_id": self.user_id(context)},
+            after,
+            limit,
+            order,
+            thread_not_found(str(after)),
+        )
+        return page([ThreadMetadata.model_validate_json(row) for row in rows], limit)
+
+    async def delete_thread(self, thread_id: str, context: TContext) -> None:
+        """Delete a thread and all its items (a no-op if it does not exist)."""
+        params = {"user_id": self.user_id(context), "id": thread_id}
+
+        async def body(conn: AsyncConnection, bound: _Bound) -> None:
+            await conn.execute(_DELETE_THREAD_ITEMS, params)
+            await conn.execute(_DELETE_THREAD, params)
+
+        await self._transaction(True, body)
+
+    # -- items ---------------------------------------------------------------------------
+
+    async def load_thread_items(
+        self,
+        thread_id: str,
+        after: str | None,
+        limit: int,
+        order: str,
+        context: TContext,
+    ) -> Page[ThreadItem]:
+        """A page of a thread's items by creation time; ``after`` is an item id."""
+        rows = await self._page(
+            _ITEM_PAGES,
+            _ITEM_POSITION,
+            {"user_id": self.user_id(context), "thread_id": thread_id},
+            after,
+            limit,
+            order,
+            item_not_found(thread_id, str(after)),
+        )
+        return page([ITEM.validate_json(row) for row in rows], limit)
+
+    async def _upsert_item(self, thread_id: str, item: ThreadItem, context: TContext) -> None:
+        params = {
+            "user_id": self.user_id(context),
+            "thread_id": thread_id,
+            "id": item.id,
+            "created_at": micros(item.created_at),
+            "data": item.model_dump_json(),
+        }
+
+        async def body(conn: AsyncConnection, bound: _Bound) -> int:
+            try:
+                return (await conn.execute(bound.upserts.item, params)).rowcount
+            except IntegrityError as exc:  # the thread was deleted concurrently
+                raise NotFoundError(thread_not_found(thread_id)) from exc
+
+        if await self._transaction(True, body) == 0:
+            raise NotFoundError(thread_not_found(thread_id))
+
+    async def add_thread_item(self, thread_id: str, item: ThreadItem, context: TContext) -> None:
+        """Append an item to an existing thread (an existing id is replaced in place)."""
+        await self._upsert_item(thread_id, item, context)
+
+    async def save_item(self, thread_id: str, item: ThreadItem, context: TContext) -> None:
+        """Insert or update an item of an existing thread."""
+        await self._upsert_item(thread_id, item, context)
+
+    async def load_item(self, thread_id: str, item_id: str, context: TContext) -> ThreadItem:
+        """Load one item of a thread, or raise ``NotFoundError``."""
+        data = await self._scalar(
+            _LOAD_ITEM,
+            {"user_id": self.user_id(context), "thread_id": thread_id, "id": item_id},
+        )
+        if data is None:
+            raise NotFoundError(item_not_found(thread_id, item_id))
+        return ITEM.validate_json(data)
+
+    async def delete_thread_item(self, thread_id: str, item_id: str, context: TContext) -> None:
+        """Delete one item of a thread (a no-op if it does not exist)."""
+        await self._write(
+            _DELETE_ITEM,
+            {"user_id": self.user_id(context), "thread_id": thread_id, "id": item_id},
+        )
+
+    # -- attachments ---------------------------------------------------------------------
+
+    async def save_attachment(self, attachment: Attachment, context: TContext) -> None:
+        """Insert or update an attachment's metadata."""
+        params = {
+            "user_id": self.user_id(context),
+            "id": attachment.id,
+            "data": attachment.model_dump_json(),
+        }
+
+        async def body(conn: AsyncConnection, bound: _Bound) -> None:
+            await conn.execute(bound.upserts.attachment, params)
+
+        await self._transaction(True, body)
+
+    async def load_attachment(self, attachment_id: str, context: TContext) -> Attachment:
+        """Load an attachment's metadata, or raise ``NotFoundError``."""
+        data = await self._scalar(
+            _LOAD_ATTACHMENT, {"user_id": self.user_id(context), "id": attachment_id}
+        )
+        if data is None:
+            raise NotFoundError(attachment_not_found(attachment_id))
+        return ATTACHMENT.validate_json(data)
+
+    async def delete_attachment(self, attachment_id: str, context: TContext) -> None:
+        """Delete an attachment's metadata (a no-op if it does not exist)."""
+        await self._write(
+            _DELETE_ATTACHMENT, {"user_id": self.user_id(context), "id": attachment_id}
+        )
