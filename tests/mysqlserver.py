@@ -205,7 +205,8 @@ def temporary_mariadb() -> Iterator[str]:
             input=(
                 f"CREATE DATABASE {_DATABASE} CHARACTER SET utf8mb4;"
                 f"CREATE USER 'chatkit'@'127.0.0.1' IDENTIFIED BY '{password}';"
-                f"GRANT ALL ON {_DATABASE}.* TO 'chatkit'@'127.0.0.1';"
+                # a throwaway server: tests may create databases of their own
+                f"GRANT ALL ON *.* TO 'chatkit'@'127.0.0.1';"
                 f"ALTER USER 'root'@'localhost' IDENTIFIED BY '{secrets.token_hex(16)}';"
             ),
             capture_output=True,

@@ -45,7 +45,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+import weakref
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final, Generic, TypeVar
@@ -78,7 +79,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import URL, Dialect, make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import ArgumentError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql.expression import Executable
 from sqlalchemy.types import TypeDecorator, TypeEngine
@@ -349,7 +350,9 @@ class _Upserts:
             my_attachment = mysql.insert(attachments).values(user_id=_USER, id=_ID, data=_DATA)
             return cls(
                 thread=my_thread.on_duplicate_key_update(created_at=_CREATED, data=_DATA),
-                item=my_item.on_duplicate_key_update(created_at=_CREATED, data=_DATA),
+                item=my_item.on_duplicate_key_update(created_at=_CREATED, data=_DATA)
+                # SQLAlchemy reads an INSERT's rowcount only when asked to
+                .execution_options(preserve_rowcount=True),
                 attachment=my_attachment.on_duplicate_key_update(data=_DATA),
             )
         module: Any = postgresql if dialect == "postgresql" else sqlite
@@ -366,7 +369,7 @@ class _Upserts:
             item=item.on_conflict_do_update(
                 index_elements=["user_id", "thread_id", "id"],
                 set_={"created_at": item.excluded.created_at, "data": item.excluded.data},
-            ),
+            ).execution_options(preserve_rowcount=True),
             attachment=attachment.on_conflict_do_update(
                 index_elements=["user_id", "id"], set_={"data": attachment.excluded.data}
             ),
@@ -386,8 +389,24 @@ def _raw_json(value: Any) -> Any:
 
 
 def normalize_url(url: str | URL) -> URL:
-    """``url`` with the async driver this store uses when it names none."""
-    parsed = make_url(url)
+    """``url`` with the async driver this store uses when it names none.
+
+    Raises ``ValueError`` for a URL that is not SQLite, PostgreSQL or MySQL/MariaDB.
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ValueError(f"not a database URL: {exc}") from None
+    backend = parsed.get_backend_name()
+    if backend not in ("sqlite", "postgresql", "postgres", *_MYSQL):
+        raise ValueError(
+            f"SQLStore supports sqlite://, postgresql:// and mysql:// (or mariadb://) URLs, "
+            f"not {parsed.render_as_string(hide_password=True)!r}"
+        )
+    if backend == "sqlite" and (parsed.host or parsed.port):
+        raise ValueError(
+            "a sqlite URL has no host: use sqlite:///relative.db or sqlite:////absolute.db"
+        )
     driver = _DRIVERS.get(parsed.drivername)
     if driver is not None:
         parsed = parsed.set(drivername=driver)
@@ -409,20 +428,27 @@ class _Bound:
     writer: AsyncEngine  # the same pool; on SQLite its transactions BEGIN IMMEDIATE
     write_lock: asyncio.Lock | None  # SQLite: one writer at a time
     upserts: _Upserts
+    drivers: weakref.WeakSet[Any]  # SQLite: the aiosqlite connections (stopped if abandoned)
     ready: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
-def _stop_sqlite_workers(engine: AsyncEngine) -> None:
-    """Stop the aiosqlite threads of a dead loop's pooled connections (nothing to await)."""
-    queue = getattr(engine.sync_engine.pool, "_pool", None)
-    records = list(getattr(queue, "queue", ()))
-    for record in records:
-        adapted = getattr(record, "dbapi_connection", None)
-        raw = getattr(adapted, "_connection", None)
-        stop = getattr(raw, "stop", None)
-        if callable(stop):
+def _stop_sqlite_workers(drivers: Iterable[Any]) -> None:
+    """Stop the aiosqlite threads of a dead loop's connections (nothing can be awaited).
+
+    ``stop()`` runs on a thread of its own: called on a thread with an event loop it would
+    tie its completion to that loop, and the worker would fail if the loop closed first.
+    """
+    pending = [driver for driver in list(drivers) if callable(getattr(driver, "stop", None))]
+
+    def stop_all() -> None:
+        for driver in pending:
             with contextlib.suppress(Exception):
-                stop()
+                driver.stop()
+
+    if pending:
+        stopper = threading.Thread(target=stop_all, name="chatkit-sqlite-stop", daemon=True)
+        stopper.start()
+        stopper.join()
 
 
 async def _finish(step: Coroutine[Any, Any, _T]) -> _T:
@@ -498,7 +524,7 @@ class SQLStore(Store[TContext], Generic[TContext]):
 
     # -- engines -------------------------------------------------------------------------
 
-    def _create_engine(self) -> AsyncEngine:
+    def _create_engine(self, drivers: weakref.WeakSet[Any]) -> AsyncEngine:
         options: dict[str, Any] = {
             "json_serializer": _raw_json,
             "json_deserializer": _raw_json,
@@ -511,15 +537,16 @@ class SQLStore(Store[TContext], Generic[TContext]):
         options.update(self.engine_options)
         engine = create_async_engine(self.url, **options)
         if self._sqlite:
-            self._configure_sqlite(engine)
+            self._configure_sqlite(engine, drivers)
         return engine
 
-    def _configure_sqlite(self, engine: AsyncEngine) -> None:
+    def _configure_sqlite(self, engine: AsyncEngine, drivers: weakref.WeakSet[Any]) -> None:
         timeout_ms = int(self.busy_timeout * 1000)
         wal = not self._memory
 
         @event.listens_for(engine.sync_engine, "connect")
         def connect(dbapi_connection: Any, record: Any) -> None:
+            drivers.add(dbapi_connection.driver_connection)
             dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
             cursor = dbapi_connection.cursor()
             try:
@@ -550,21 +577,22 @@ class SQLStore(Store[TContext], Generic[TContext]):
                     f"{self!r} is in use by another event loop: an in-memory SQLite "
                     "database lives on one loop (use a file to share it)"
                 )
-            engine = self._create_engine()
+            drivers: weakref.WeakSet[Any] = weakref.WeakSet()
+            engine = self._create_engine(drivers)
             bound = _Bound(
                 loop=loop,
                 engine=engine,
                 writer=engine.execution_options(chatkit_write=True),
                 write_lock=asyncio.Lock() if self._sqlite else None,
                 upserts=_Upserts.build(engine.dialect.name),
+                drivers=drivers,
             )
             self._bound[loop] = bound
             return bound
 
     def _abandon(self, bound: _Bound) -> None:
         """Forget the engine of a loop that is gone: nothing there can be awaited any more."""
-        if self._sqlite:
-            _stop_sqlite_workers(bound.engine)
+        _stop_sqlite_workers(bound.drivers)
 
     async def _ready(self) -> _Bound:
         bound = self._bind()

@@ -7,6 +7,7 @@ request context. Ordering is ``created_at`` (microseconds since the epoch, UTC) 
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -24,6 +25,16 @@ class DocumentField(models.JSONField):
         if connection.vendor == "postgresql":
             return "json"
         return super().db_type(connection)
+
+    def get_db_prep_value(self, value: Any, connection: Any, prepared: bool = False) -> Any:
+        if connection.vendor == "postgresql" and value is not None and not prepared:
+            return json.dumps(value, cls=self.encoder)  # JSON text: Django would send jsonb
+        return super().get_db_prep_value(value, connection, prepared)
+
+    def from_db_value(self, value: Any, expression: Any, connection: Any) -> Any:
+        if value is None or isinstance(value, (str, bytes)):
+            return super().from_db_value(value, expression, connection)
+        return value  # psycopg 3 parses json columns itself
 
 
 def _moment(micros: int) -> datetime:
