@@ -11,6 +11,9 @@ ASGI spec 2.4) treated the same way.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -30,12 +33,23 @@ def raw_headers(
     return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
 
 
-def header(scope: Scope, name: bytes) -> str | None:
-    """The first value of header *name* (lower-case bytes) in an ASGI scope."""
-    for key, value in scope.get("headers", ()):
-        if key.lower() == name:
-            return bytes(value).decode("latin-1")
-    return None
+class ScopeHeaders:
+    """The request headers of an ASGI scope, read case-insensitively (first value wins).
+
+    ``ScopeHeaders(scope).get("content-type")``
+    """
+
+    __slots__ = ("_scope",)
+
+    def __init__(self, scope: Scope) -> None:
+        self._scope = scope
+
+    def get(self, key: str, /) -> str | None:
+        name = key.lower().encode("latin-1")
+        for raw, value in self._scope.get("headers", ()):
+            if raw.lower() == name:
+                return bytes(value).decode("latin-1")
+        return None
 
 
 async def receive_body(receive: Receive) -> AsyncIterator[bytes]:
@@ -100,6 +114,38 @@ async def send_stream(reply: StreamReply, receive: Receive, send: Send) -> None:
             watcher.cancel()
             watcher.add_done_callback(_retrieve)
         await stream.aclose()
+
+
+class AsyncBody:
+    """An :class:`EventStream` as a response body iterated asynchronously, with the sync
+    ``close()`` some frameworks (Django) call from another thread after the response, also
+    when a disconnect left the iteration parked: it cancels the stream on its loop and
+    waits, bounded, for the cleanup.
+
+    ``StreamingHttpResponse(AsyncBody(stream, wait=cleanup_timeout + 1))``
+
+    Not an ASGI app: a body for frameworks that iterate it themselves on the request's
+    loop (Django's ASGI handler), with the same one cancel and awaited cleanup.
+    """
+
+    def __init__(self, stream: EventStream, wait: float) -> None:
+        self._stream, self._wait = stream, wait
+        self._loop, self._thread = asyncio.get_running_loop(), threading.get_ident()
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for data in self._stream:
+                yield data
+        finally:
+            await self._stream.aclose()
+
+    def close(self) -> None:
+        if threading.get_ident() == self._thread:  # never block the loop itself
+            self._stream.cancel()
+        elif not self._loop.is_closed():  # the pump logs a cleanup that overruns
+            done = asyncio.run_coroutine_threadsafe(self._stream.aclose(), self._loop)
+            with contextlib.suppress(concurrent.futures.TimeoutError):
+                done.result(self._wait)
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:

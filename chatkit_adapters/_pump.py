@@ -25,8 +25,8 @@ well-framed ChatKit error event if the stream fails after its first event.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
+import importlib
 import logging
 import threading
 import time
@@ -35,10 +35,6 @@ from collections.abc import AsyncIterable, AsyncIterator, Coroutine
 from typing import Any, Final
 
 import anyio
-
-# anyio imports its asyncio backend lazily on first use; doing it here keeps that import
-# (tens of milliseconds) off the disconnect path.
-import anyio._backends._asyncio
 from chatkit.errors import ErrorCode
 from chatkit.types import ErrorEvent
 
@@ -59,7 +55,38 @@ ERROR_EVENT: Final = (
 MAX_BUFFERED_EVENTS: Final = 8
 MAX_BUFFERED_BYTES: Final = 64 * 1024
 
-_live: set[_Pump] = set()
+# anyio imports its asyncio backend lazily, on the first shielded wait; importing it here
+# keeps that import (tens of milliseconds) off the disconnect path. A private module: an
+# anyio that moves it only loses the head start.
+with contextlib.suppress(ImportError):
+    importlib.import_module("anyio._backends._asyncio")
+
+# The live pumps, one set per event loop: a set is only changed on its own loop's thread
+# (a pump starts and ends on its loop); the dict of sets is changed under the lock.
+_live: dict[asyncio.AbstractEventLoop, set[_Pump]] = {}
+_live_lock = threading.Lock()
+
+
+def _register(pump: _Pump, loop: asyncio.AbstractEventLoop) -> None:
+    with _live_lock:
+        pumps = _live.get(loop)
+        if pumps is None:
+            pumps = _live[loop] = set()
+        pumps.add(pump)
+
+
+def _unregister(pump: _Pump, loop: asyncio.AbstractEventLoop) -> None:
+    with _live_lock:
+        pumps = _live.get(loop)
+        if pumps is not None:
+            pumps.discard(pump)
+            if not pumps:
+                del _live[loop]
+
+
+def _live_on(loop: asyncio.AbstractEventLoop) -> list[_Pump]:
+    with _live_lock:
+        return list(_live.get(loop, ()))
 
 
 class EventStream:
@@ -214,11 +241,12 @@ class _Pump:
         # A plain task of the loop: no anyio task group or request task owns it, so no
         # framework cancel scope can reach the generator's cleanup.
         self._task = _PumpTask(self._produce(), loop=self._loop, stream=self)
-        _live.add(self)
+        _register(self, self._loop)
         self._task.add_done_callback(self._done)
 
     def _done(self, task: asyncio.Task[None]) -> None:
-        _live.discard(self)
+        assert self._loop is not None
+        _unregister(self, self._loop)
         if self._abandon_timer is not None:
             self._abandon_timer.cancel()
 
@@ -255,22 +283,28 @@ class _Pump:
                         await self._space
                     finally:
                         self._space = None
-        except asyncio.CancelledError:
-            if not self._closing:
-                # Cancelled from outside (loop shutdown): the stream is over either way.
-                self._closing = True
-                if not self._in_generator:
-                    await _aclose(iterator)
+        except asyncio.CancelledError as exc:
+            if self._closing:
+                return  # our own cancel (disconnect, drain, loop teardown): a silent end
+            # Nobody cancelled this stream (every cancel of the task goes through
+            # _PumpTask.cancel, which sets _closing): the generator raised CancelledError
+            # by itself. The answer is cut short, so it ends like any other failure.
+            self._fail(RuntimeError("the ChatKit stream raised CancelledError by itself"), exc)
         except Exception as exc:
-            self._error = exc
-            if self._buffer or self._primed:
-                logger.error(
-                    "ChatKit stream failed after its first event; ending it with an error event",
-                    exc_info=exc,
-                )
+            self._fail(exc, exc)
         finally:
             self._finished = True
             self._wake_consumer()
+
+    def _fail(self, error: Exception, cause: BaseException) -> None:
+        if error is not cause:
+            error.__cause__ = cause
+        self._error = error
+        if self._buffer or self._primed:
+            logger.error(
+                "ChatKit stream failed after its first event; ending it with an error event",
+                exc_info=error,
+            )
 
     def _cancel_in_generator(self) -> None:
         """Deliver the one cancellation, if the pump task is suspended in the generator."""
@@ -426,14 +460,16 @@ class _Pump:
             if not task.done() and loop.time() >= deadline:
                 self._abandon()
 
-    def _abandon(self) -> None:
-        """Give up on a cleanup that outlived ``cleanup_timeout``: log, cancel it for real."""
+    def _abandon(self, within: str | None = None) -> None:
+        """Abandon the cancel cleanup: it did not finish *within* its bound (by default
+        ``cleanup_timeout``); log it and cancel it for real. The one meaning of "abandon"
+        in this package."""
         task = self._task
         if task is None or task.done() or task.abandoned:
             return
         logger.warning(
-            "ChatKit cancel cleanup did not finish within cleanup_timeout=%ss; abandoning it",
-            self._cleanup_timeout,
+            "ChatKit cancel cleanup did not finish within %s; abandoning it",
+            within or f"cleanup_timeout={self._cleanup_timeout}s",
         )
         task.abandon()
 
@@ -475,52 +511,16 @@ class _PumpTask(asyncio.Task[None]):
         super().cancel()
 
 
-class AsyncBody:
-    """An :class:`EventStream` as a response body iterated asynchronously, with the sync
-    ``close()`` some frameworks (Django) call from another thread after the response, also
-    when a disconnect left the iteration parked: it cancels the stream on its loop and
-    waits, bounded, for the cleanup.
-
-    ``StreamingHttpResponse(AsyncBody(stream, wait=cleanup_timeout + 1))``
-    """
-
-    def __init__(self, stream: EventStream, wait: float) -> None:
-        self._stream, self._wait = stream, wait
-        self._loop, self._thread = asyncio.get_running_loop(), threading.get_ident()
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        try:
-            async for data in self._stream:
-                yield data
-        finally:
-            await self._stream.aclose()
-
-    def close(self) -> None:
-        if threading.get_ident() == self._thread:  # never block the loop itself
-            self._stream.cancel()
-        elif not self._loop.is_closed():  # the pump logs a cleanup that overruns
-            done = asyncio.run_coroutine_threadsafe(self._stream.aclose(), self._loop)
-            with contextlib.suppress(concurrent.futures.TimeoutError):
-                done.result(self._wait)
-
-
 def _resolve(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
 
 
-async def _aclose(iterator: AsyncIterator[bytes]) -> None:
-    aclose = getattr(iterator, "aclose", None)
-    if aclose is not None:
-        try:
-            await aclose()
-        except Exception:
-            logger.debug("closing a cancelled ChatKit stream failed", exc_info=True)
-
-
 def live_streams() -> int:
-    """How many pumps are running (all loops); for tests and monitoring."""
-    return len(_live)
+    """How many pumps are running (all loops); for tests and monitoring. Safe from any
+    thread."""
+    with _live_lock:
+        return sum(len(pumps) for pumps in _live.values())
 
 
 async def drain(timeout: float | None = None) -> None:
@@ -532,8 +532,7 @@ async def drain(timeout: float | None = None) -> None:
 
     *timeout* bounds the whole wait (default: each stream's own ``cleanup_timeout``).
     """
-    loop = asyncio.get_running_loop()
-    streams = [s for s in _live if s._loop is loop]
+    streams = _live_on(asyncio.get_running_loop())
     if not streams:
         return
     for stream in streams:
@@ -546,5 +545,4 @@ async def drain(timeout: float | None = None) -> None:
     for stream in streams:
         task = stream._task
         if task is not None and task in pending:
-            logger.warning("ChatKit stream cleanup still running at shutdown; abandoning it")
-            task.abandon()
+            stream._abandon(f"the shutdown wait of {timeout}s")

@@ -35,12 +35,16 @@ from chatkit.server import ChatKitServer
 
 from . import _bridge
 from ._core import (
+    CLIENT_CLOSED,
     ChatKitHTTPError,
     ClientDisconnected,
+    ExceptionTypes,
+    Headers,
     JSONReply,
     Options,
     StreamReply,
     check_request,
+    client_closed,
     error_reply,
     process,
     read_body_sync,
@@ -53,9 +57,6 @@ POLL_INTERVAL: Final = 0.25
 """Seconds between disconnect probes while a stream (or ``server.process``) is idle."""
 
 READ_SIZE: Final = 64 * 1024
-
-CLIENT_CLOSED: Final = 499
-"""Status logged for a request whose client left before the response started."""
 
 _MSG_DONTWAIT: Final[int] = getattr(socket, "MSG_DONTWAIT", 0)
 
@@ -98,6 +99,25 @@ def peer_closed(sock: socket.socket) -> bool:
 
 def _never() -> bool:
     return False
+
+
+class EnvironHeaders:
+    """The request headers of a WSGI ``environ``, read case-insensitively.
+
+    ``EnvironHeaders(environ).get("content-type")``
+    """
+
+    __slots__ = ("_environ",)
+
+    def __init__(self, environ: Mapping[str, Any]) -> None:
+        self._environ = environ
+
+    def get(self, key: str, /) -> str | None:
+        name = key.upper().replace("-", "_")
+        if name not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            name = "HTTP_" + name
+        value = self._environ.get(name)
+        return value if isinstance(value, str) else None
 
 
 def disconnect_probe(environ: Mapping[str, Any]) -> Probe:
@@ -147,27 +167,30 @@ def handle(
     server: ChatKitServer[Any],
     *,
     method: str,
-    content_length: str | None,
-    content_type: str | None,
+    headers: Headers,
     read: Callable[[int], bytes],
     until_eof: bool,
     context: Callable[[], Any],
     options: Options,
     disconnected: Probe = _never,
+    disconnects: ExceptionTypes = (),
 ) -> JSONReply | SyncEventStream:
-    """The whole request for sync frameworks, steps 1-7 of :mod:`chatkit_adapters._core`.
+    """The whole request for sync frameworks, steps 1-8 of :mod:`chatkit_adapters._core`.
 
     Runs in the request thread; *context* is called there after the body was read (its
     framework exceptions propagate). ``server.process`` runs on the background loop
     while this thread polls *disconnected*; unexpected exceptions of a non-streaming
-    request propagate here, to the framework.
+    request propagate here, to the framework. *disconnects*: the framework's exceptions
+    for a client that left while sending the body.
     """
     try:
-        declared = check_request(method, content_length, content_type, options)
-        body = read_body_sync(read_chunks(read, declared, until_eof), options)
+        declared = check_request(method, headers, options)
+        body = read_body_sync(read_chunks(read, declared, until_eof), options, disconnects)
         ctx = context()
     except ChatKitHTTPError as exc:
         return error_reply(exc)
+    except ClientDisconnected:
+        return client_closed()
 
     call = _bridge.submit(process(server, body, ctx, options))
 
@@ -178,7 +201,7 @@ def handle(
     try:
         reply = call.wait(POLL_INTERVAL, check)
     except ClientDisconnected:
-        _abandon(call, options)
+        _cancel_process(call, options)
         return client_closed()
     if isinstance(reply, JSONReply):
         return reply
@@ -187,7 +210,7 @@ def handle(
     )
 
 
-def _abandon(call: _bridge.Call[JSONReply | StreamReply], options: Options) -> None:
+def _cancel_process(call: _bridge.Call[JSONReply | StreamReply], options: Options) -> None:
     """The client left while ``server.process`` ran: cancel it once, close what it made."""
     call.cancel()
     try:
@@ -196,12 +219,6 @@ def _abandon(call: _bridge.Call[JSONReply | StreamReply], options: Options) -> N
         return  # a primed stream cancels its own pump when its priming is cancelled
     if isinstance(reply, StreamReply):  # it finished first: the stream must still be closed
         SyncEventStream(reply, call.loop, cleanup_timeout=options.cleanup_timeout).close()
-
-
-def client_closed() -> JSONReply:
-    return error_reply(
-        ChatKitHTTPError(CLIENT_CLOSED, "Client closed the request", type="client_closed")
-    )
 
 
 def status_line(status: int) -> str:
@@ -285,7 +302,7 @@ class SyncEventStream:
         try:
             return self._disconnected()
         except Exception:
-            logger.debug("disconnect probe failed", exc_info=True)
+            _probe_failed()
             return False
 
     def close(self) -> None:
@@ -301,6 +318,27 @@ class SyncEventStream:
                 "ChatKit stream did not finish closing within cleanup_timeout=%ss", timeout
             )
         except RuntimeError:
-            logger.warning("ChatKit stream could not be closed: the background loop is gone")
+            if _bridge.is_alive(self._loop):
+                logger.warning("closing a ChatKit stream failed", exc_info=True)
+            else:
+                logger.warning("ChatKit stream could not be closed: the background loop is gone")
         for func in self._on_close:
             func()
+
+
+_probe_warned = False
+
+
+def _probe_failed() -> None:
+    """A disconnect probe raised: warn once per process (with the traceback), then only at
+    DEBUG. Streams go on, and notice a client that left when a write fails."""
+    global _probe_warned
+    if _probe_warned:
+        logger.debug("disconnect probe failed", exc_info=True)
+        return
+    _probe_warned = True
+    logger.warning(
+        "chatkit-adapters: the disconnect probe of this WSGI server failed; a client that"
+        " leaves is noticed only when a write fails (set heartbeat)",
+        exc_info=True,
+    )

@@ -109,18 +109,14 @@ async def _respond(
     context: Callable[[], Awaitable[Any]],
     options: Options,
 ) -> web.StreamResponse:
-    try:
-        reply = await _core.handle(
-            server,
-            method=request.method,
-            content_length=request.headers.get("Content-Length"),
-            content_type=request.headers.get("Content-Type"),
-            body=lambda: _body(request),
-            context=context,
-            options=options,
-        )
-    except ClientDisconnected:
-        return web.Response(status=499, reason="Client Closed Request")  # never sent
+    reply = await _core.handle(
+        server,
+        method=request.method,
+        headers=request.headers,
+        body=lambda: _body(request),
+        context=context,
+        options=options,
+    )
     if isinstance(reply, _core.JSONReply):
         return web.Response(body=reply.body, status=reply.status, headers=reply.all_headers)
     return await _stream(request, reply)

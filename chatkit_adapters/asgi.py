@@ -17,8 +17,8 @@ from chatkit.server import ChatKitServer
 from typing_extensions import Unpack
 
 from . import _core
-from ._asgi import Receive, Scope, Send, header, receive_body, send_reply
-from ._core import ClientDisconnected, ContextFactory, Options, OptionsKwargs
+from ._asgi import Receive, Scope, ScopeHeaders, Send, receive_body, send_reply
+from ._core import ContextFactory, Options, OptionsKwargs
 from ._pump import drain
 
 __all__ = ["ChatKitASGIApp"]
@@ -30,7 +30,8 @@ class ChatKitASGIApp:
     ``ChatKitASGIApp(server, context=None, **options)``: *context* is called with the ASGI
     ``scope`` (it may be async) and may raise :class:`chatkit_adapters.ChatKitHTTPError`
     to reject a request. Options: ``max_body_size``, ``heartbeat``, ``cleanup_timeout``,
-    ``require_json`` (see :class:`chatkit_adapters.Options`). Anything but POST gets 405;
+    ``require_json``, ``trusted_origins`` (see :class:`chatkit_adapters.Options`).
+    Anything but POST gets 405;
     ``lifespan`` is answered (shutdown awaits in-flight cancel cleanups); websockets are
     refused.
     """
@@ -57,18 +58,14 @@ class ChatKitASGIApp:
             raise RuntimeError(f"ChatKitASGIApp cannot serve {kind!r} connections")
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            reply = await _core.handle(
-                self.server,
-                method=scope["method"],
-                content_length=header(scope, b"content-length"),
-                content_type=header(scope, b"content-type"),
-                body=lambda: receive_body(receive),
-                context=_core.factory_context(self.context, scope),
-                options=self.options,
-            )
-        except ClientDisconnected:
-            return
+        reply = await _core.handle(
+            self.server,
+            method=scope["method"],
+            headers=ScopeHeaders(scope),
+            body=lambda: receive_body(receive),
+            context=_core.factory_context(self.context, scope),
+            options=self.options,
+        )
         await send_reply(reply, receive, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:

@@ -1,55 +1,35 @@
 """Django adapter: one ``path()`` line serves a streaming ChatKit endpoint, ASGI or WSGI.
 
-Usage (``urls.py``)::
-
-    from django.core.exceptions import PermissionDenied
-    from chatkit_adapters.django import chatkit_view
+Usage (``urls.py``; ``from chatkit_adapters.django import chatkit_view``)::
 
     def make_context(request):
         if not request.user.is_authenticated:
-            raise PermissionDenied              # rendered by Django as usual (403)
+            raise PermissionDenied              # Django answers 403 as usual
         return MyContext(user_id=request.user.pk)
 
     urlpatterns = [path("chatkit/", chatkit_view(server, context=make_context))]
 
-The view is async under ASGI and sync under WSGI: Django asks whether it is a coroutine
-function from the thread that will call it, and it answers yes only on an event loop.
-Under ASGI (uvicorn, daphne) it runs on the request's event loop (concurrent streams never
-share a thread) and streams through an async iterator; under WSGI (gunicorn ``-k
-gthread``, runserver) it runs in the request thread like any sync view, and the stream is
-a sync iterator fed by chatkit-adapters' background loop. A decorator applied at import
-time (``login_required``) sees a sync view: under ASGI Django then runs it in a thread and
-it hands the stream back to the request's loop (a thread hop per request). A sync factory
-always runs in a sync thread (``request.user`` and the ORM work); an async one is awaited.
-It may raise ``PermissionDenied``/``Http404`` or return an ``HttpResponse`` (a redirect to
-the login page) and Django answers as it would for any view. Do not wrap the view in
-``ATOMIC_REQUESTS``: a stream outlives any transaction.
+Async under ASGI (streams on the request's loop), sync under WSGI (streams from the request
+thread, fed by the background loop): the view says it is a coroutine function only on an
+event loop. A decorator applied at import (``login_required``) sees a sync view: under ASGI
+a thread hop per request. A sync context factory runs in a sync thread (``request.user``,
+the ORM); it may raise ``PermissionDenied``/``Http404`` or return an ``HttpResponse``,
+which is sent instead. No ``ATOMIC_REQUESTS``: a stream outlives any transaction. Your own
+view: ``await achatkit_response(server, request, ctx)`` or ``chatkit_response(...)``.
 
-Your own view: ``await achatkit_response(server, request, ctx)`` in an async view,
-``chatkit_response(server, request, ctx)`` in a sync one (under ASGI prefer the async view);
-decorate it with ``csrf_exempt`` for the reasons below.
-
-CSRF: the view is ``csrf_exempt``. ChatKit's JS client sends JSON ``POST``s with its own
-headers and no CSRF token. With token or header authentication there is nothing for CSRF
-to protect. With *session-cookie* authentication, pass ``require_json=True``: any other
-``Content-Type`` is refused (415), and a cross-site ``application/json`` POST needs a CORS
-preflight your site does not grant, so a forged form or ``fetch`` cannot reach the view.
-Or keep Django's check (``view.csrf_exempt = False``) and send ``X-CSRFToken`` from the page.
+CSRF: the view is ``csrf_exempt`` because the cross-origin protection of every adapter
+replaces Django's token check (ChatKit's client sends no token): a cross-site form or
+``fetch`` is refused (403) unless its origin is in ``trusted_origins``. Likewise your view.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from asgiref.sync import (
-    async_to_sync,
-    iscoroutinefunction,
-    markcoroutinefunction,
-    sync_to_async,
-)
+from asgiref.sync import async_to_sync, iscoroutinefunction, markcoroutinefunction, sync_to_async
 from chatkit.server import ChatKitServer
 
 # django-stubs are optional: without them these imports are untyped (Any)
@@ -63,17 +43,14 @@ from django.http import (  # type: ignore[import-untyped,unused-ignore]
 from typing_extensions import Unpack
 
 from . import _bridge, _core, _sync
+from ._asgi import AsyncBody
 from ._core import ContextFactory, JSONReply, Options, OptionsKwargs
-from ._pump import AsyncBody
 
 __all__ = ["achatkit_response", "chatkit_response", "chatkit_view"]
 
 
 class _Answer(Exception):
-    """The context factory returned a Django response: send it instead."""
-
-    def __init__(self, response: HttpResponseBase) -> None:
-        self.response = response
+    """The context factory returned a Django response (``args[0]``): send it instead."""
 
 
 def _checked(value: Any) -> Any:
@@ -95,62 +72,43 @@ def _context_sync(factory: ContextFactory | None, request: HttpRequest) -> Any:
     return _checked(_core.build_context_sync(factory, request))
 
 
-def _render(
-    reply: JSONReply | _sync.SyncEventStream | _core.StreamReply, opts: Options
-) -> HttpResponseBase:
-    response: HttpResponseBase
+def _render(reply: _core.Reply | _sync.SyncEventStream, opts: Options) -> HttpResponseBase:
     if isinstance(reply, JSONReply):
-        response = HttpResponse(reply.body, status=reply.status)
-        headers = reply.all_headers
-    else:
-        content: Any = reply  # a SyncEventStream is already a sync iterator with close()
-        if isinstance(reply, _core.StreamReply):
-            content = AsyncBody(reply.stream, wait=opts.cleanup_timeout + _bridge.MARGIN)
-        response = StreamingHttpResponse(content, status=reply.status)
-        headers = list(reply.headers)
-    for name, value in headers:
-        response[name] = value
-    return response
+        return HttpResponse(reply.body, status=reply.status, headers=dict(reply.all_headers))
+    content: Any = reply  # a SyncEventStream is already a sync iterator with close()
+    if isinstance(reply, _core.StreamReply):
+        content = AsyncBody(reply.stream, wait=opts.cleanup_timeout + _bridge.MARGIN)
+    return StreamingHttpResponse(content, status=reply.status, headers=dict(reply.headers))
 
 
 async def _respond_asgi(
-    server: ChatKitServer[Any],
-    request: HttpRequest,
-    context: Callable[[], Awaitable[Any]],
-    opts: Options,
+    server: ChatKitServer[Any], request: HttpRequest, context: Callable[[], Any], opts: Options
 ) -> HttpResponseBase:
-    async def body() -> AsyncIterator[bytes]:  # Django has already received the whole body
-        while chunk := request.read(_sync.READ_SIZE):
-            yield chunk
-
+    chunks = _sync.read_chunks(request.read, None, until_eof=True)  # Django has read it all
     try:
         reply = await _core.handle(
             server,
             method=request.method or "",
-            content_length=request.META.get("CONTENT_LENGTH"),
-            content_type=request.META.get("CONTENT_TYPE"),
-            body=body,
+            headers=request.headers,
+            body=lambda: _core.aiterate(chunks),
             context=context,
             options=opts,
         )
     except _Answer as answer:
-        return answer.response
+        return answer.args[0]
     return _render(reply, opts)
 
 
 def _respond_wsgi(
     server: ChatKitServer[Any], request: HttpRequest, context: Callable[[], Any], opts: Options
 ) -> HttpResponseBase:
-    meta = request.META
-    length = meta.get("CONTENT_LENGTH")
-    # Django reads nothing without a Content-Length; a server that dechunked the body says so
-    terminated = not length and meta.get("wsgi.input_terminated")
+    meta = request.META  # Django reads no body without Content-Length: read a dechunked one
+    terminated = not meta.get("CONTENT_LENGTH") and meta.get("wsgi.input_terminated")
     try:
         reply = _sync.handle(
             server,
             method=request.method or "",
-            content_length=length,
-            content_type=meta.get("CONTENT_TYPE"),
+            headers=request.headers,
             read=meta["wsgi.input"].read if terminated else request.read,
             until_eof=True,  # Django's stream ends at Content-Length
             context=context,
@@ -158,7 +116,7 @@ def _respond_wsgi(
             disconnected=_sync.disconnect_probe(meta),
         )
     except _Answer as answer:
-        return answer.response
+        return answer.args[0]
     return _render(reply, opts)
 
 
@@ -170,17 +128,12 @@ _COROUTINE_MARKS: dict[str, Any] = vars(markcoroutinefunction(lambda: None))
 
 
 def _on_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
+    return asyncio._get_running_loop() is not None  # documented, public since Python 3.7
 
 
 class _ChatKitView:
-    """The view: a coroutine function to whoever asks from an event loop (Django's ASGI
-    handler awaits it on the request's loop), a plain function to a sync thread (Django's
-    WSGI handler calls it in the request thread, with no ``async_to_sync`` per request)."""
+    """A coroutine function to whoever asks from an event loop (Django's ASGI handler), a
+    plain function to a sync thread (its WSGI handler: no ``async_to_sync`` per request)."""
 
     csrf_exempt = True  # works for async views on 4.2
     __name__ = __qualname__ = "chatkit"
@@ -207,10 +160,9 @@ def chatkit_view(
     context: ContextFactory | None = None,
     **options: Unpack[OptionsKwargs],
 ) -> Callable[[HttpRequest], Awaitable[HttpResponseBase] | HttpResponseBase]:
-    """A Django view serving *server* (CSRF-exempt; see the module docs).
+    """A Django view serving *server* (CSRF-exempt: see the module docs).
 
-    ``path("chatkit/", chatkit_view(server, context=lambda request: Ctx(request.user.pk)))``
-    """
+    ``path("chatkit/", chatkit_view(server, context=lambda request: Ctx(request.user.pk)))``"""
     return _ChatKitView(server, context, Options(**options))
 
 

@@ -38,6 +38,7 @@ import flask
 from chatkit.server import ChatKitServer
 from flask import Request, Response
 from typing_extensions import Unpack
+from werkzeug.exceptions import ClientDisconnected
 
 from . import _core, _sync
 from ._core import ContextFactory, JSONReply, Options, OptionsKwargs
@@ -51,13 +52,13 @@ def _respond(
     reply = _sync.handle(
         server,
         method=request.method,
-        content_length=request.headers.get("Content-Length"),
-        content_type=request.headers.get("Content-Type"),
+        headers=request.headers,
         read=request.stream.read,
         until_eof=True,  # werkzeug's request.stream ends at Content-Length or the last chunk
         context=context,
         options=options,
         disconnected=_sync.disconnect_probe(request.environ),
+        disconnects=(ClientDisconnected,),
     )
     if isinstance(reply, JSONReply):
         return Response(reply.body, reply.status, reply.all_headers)

@@ -31,6 +31,7 @@ from typing import Any, cast
 
 from chatkit.server import ChatKitServer
 from litestar import Request, post
+from litestar.exceptions import InternalServerException
 from litestar.handlers import HTTPRouteHandler
 from litestar.types import ASGIApp
 from typing_extensions import Unpack
@@ -51,11 +52,11 @@ async def _respond(
     reply = await _core.handle(
         server,
         method=request.method,
-        content_length=request.headers.get("content-length"),
-        content_type=request.headers.get("content-type"),
+        headers=request.headers,
         body=request.stream,  # also serves a body a guard or middleware already read
         context=context,
         options=options,
+        disconnects=(InternalServerException,),  # its stream's "client disconnected"
     )
     return cast("ASGIApp", reply_app(reply))
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from chatkit.server import ChatKitServer
 from starlette.background import BackgroundTask
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 from typing_extensions import Unpack
@@ -61,11 +61,11 @@ async def _respond(
     reply = await _core.handle(
         server,
         method=request.method,
-        content_length=request.headers.get("content-length"),
-        content_type=request.headers.get("content-type"),
+        headers=request.headers,
         body=request.stream,
         context=context,
         options=options,
+        disconnects=(ClientDisconnect,),
     )
     return _render(reply)
 

@@ -38,7 +38,8 @@ class ChatKitWSGIApp:
     ``environ`` in the request thread and may raise
     :class:`chatkit_adapters.ChatKitHTTPError` to reject a request (other exceptions go to
     the WSGI server). Options: ``max_body_size``, ``heartbeat``, ``cleanup_timeout``,
-    ``require_json`` (see :class:`chatkit_adapters.Options`). Anything but POST gets 405.
+    ``require_json``, ``trusted_origins`` (see :class:`chatkit_adapters.Options`).
+    Anything but POST gets 405.
     """
 
     def __init__(
@@ -55,8 +56,7 @@ class ChatKitWSGIApp:
         reply = _sync.handle(
             self.server,
             method=environ["REQUEST_METHOD"],
-            content_length=environ.get("CONTENT_LENGTH"),
-            content_type=environ.get("CONTENT_TYPE"),
+            headers=_sync.EnvironHeaders(environ),
             read=environ["wsgi.input"].read,
             until_eof=bool(environ.get("wsgi.input_terminated")),
             context=lambda: _core.build_context_sync(self.context, environ),

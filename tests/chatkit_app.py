@@ -7,7 +7,10 @@
   save that user message (an exception outside ChatKit's own error handling);
   ``fail_assistant`` makes it refuse the finished assistant message (a store failing
   mid-stream, after the deltas); ``slow_cancel=S`` makes the write of ChatKit's hidden
-  "cancelled" marker take S more seconds (a slow store at cancel time).
+  "cancelled" marker take S more seconds (a slow store at cancel time); ``cancel_after=N``
+  makes the responder itself raise ``CancelledError`` after N deltas, with nobody
+  cancelling anything (the responder of ChatKit's own
+  ``test_stream_cancellation_persists_pending_assistant_message_and_hidden_context``).
 - :class:`JournalStore` keeps everything in memory, really awaits on every write
   (``write_delay``), counts calls, and, when given a path, appends one JSON line per
   completed write so a test can see what a server in another process persisted.
@@ -53,12 +56,13 @@ class Script:
     idle: float = 0.0
     idle_after: int = 1
     size: int = 0
+    cancel_after: int = -1
 
     @classmethod
     def parse(cls, text: str) -> Script:
         script = cls()
         for name, value in _PARAM.findall(text):
-            if name in ("deltas", "idle_after", "size"):
+            if name in ("deltas", "idle_after", "size", "cancel_after"):
                 setattr(script, name, int(float(value)))
             elif name in ("delay", "idle"):
                 setattr(script, name, float(value))
@@ -226,6 +230,8 @@ class ScriptedServer(ChatKitServer[Any]):
         yield ThreadItemAddedEvent(item=item)
         text = []
         for index in range(script.deltas):
+            if index == script.cancel_after:
+                raise asyncio.CancelledError()  # by itself: no disconnect, no shutdown
             if index == script.idle_after and script.idle:
                 await asyncio.sleep(script.idle)
             # a real respond() always awaits its source (the model's socket); delay=0 still

@@ -448,7 +448,7 @@ def test_disconnect_probe_prefers_waitress_then_sockets() -> None:
 
 def test_client_leaving_during_process_gets_nothing_and_leaves_nothing() -> None:
     from chatkit_adapters._core import Options
-    from chatkit_adapters._sync import CLIENT_CLOSED, handle
+    from chatkit_adapters._sync import CLIENT_CLOSED, EnvironHeaders, handle
     from tests.chatkit_app import create_thread, make_server
 
     server = make_server(write_delay=0.5, journal="")  # the first event needs a slow write
@@ -464,8 +464,9 @@ def test_client_leaving_during_process_gets_nothing_and_leaves_nothing() -> None
     reply = handle(
         server,
         method="POST",
-        content_length=str(len(body)),
-        content_type="application/json",
+        headers=EnvironHeaders(
+            {"CONTENT_LENGTH": str(len(body)), "CONTENT_TYPE": "application/json"}
+        ),
         read=_reader(body),
         until_eof=False,
         context=dict,

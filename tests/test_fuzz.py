@@ -375,6 +375,57 @@ def test_malformed_requests_get_documented_4xx(adapter: str) -> None:
     assert len(tried) >= 9, tried
 
 
+# Non-ASCII digits in Content-Length: "\u00b2" (isdigit, int() fails), Arabic-Indic
+# "\u0661\u0662" and fullwidth "\uff11\uff12" (int() reads them as 12). In-process WSGI
+# transports hand the header to the adapter as given (ASGI headers are bytes, and real
+# servers decode latin-1: the socket cases above cover those).
+NON_ASCII_DIGITS = st.characters(categories=["Nd", "No"], exclude_characters="0123456789")
+CONTENT_LENGTHS = st.one_of(
+    st.sampled_from(["\u00b2", "\u0661\u0662", "\uff11\uff12", "1\u00b2", "\u0661"]),
+    st.text(NON_ASCII_DIGITS, min_size=1, max_size=4),
+    st.builds(
+        lambda head, digit: head + digit,
+        st.text(st.sampled_from("0123456789"), max_size=3),
+        NON_ASCII_DIGITS,
+    ),
+)
+WSGI_IN_PROCESS = [name for name in CLIENTS if name in ("wsgi", "flask", "django_wsgi")]
+
+
+@pytest.mark.parametrize(
+    "adapter",
+    [
+        pytest.param(name, id=name, marks=[getattr(pytest.mark, name.split("_")[0])])
+        for name in WSGI_IN_PROCESS
+    ],
+)
+def test_non_ascii_digits_in_content_length_are_400(adapter: str) -> None:
+    client_class = load_client(adapter)
+    server = make_server(write_delay=0.001, journal="")
+    body = list_threads()
+    seen: list[str] = []
+    with asyncio.Runner() as runner:
+        client: HttpClient = runner.run(_make(client_class, server))
+
+        @settings(max_examples=60, deadline=None, derandomize=True, database=None)
+        @given(value=CONTENT_LENGTHS)
+        def run(value: str) -> None:
+            response = runner.run(client.post(body, headers={"content-length": value}))
+            assert response.status == 400, (value, response.status, response.body[:200])
+            error = json.loads(response.body)["error"]
+            assert error["type"] == "invalid_request"
+            # refused for its header, not read as 12 and then refused for a cut body
+            assert error["message"].startswith("Invalid Content-Length"), error
+            seen.append(value)
+
+        try:
+            run()
+        finally:
+            runner.run(client.aclose())
+    assert "\u0661\u0662" in seen and "\u00b2" in seen
+    assert server.journal_store.calls == []
+
+
 async def _make(client_class: type[HttpClient], server: Any, **options: Any) -> HttpClient:
     return client_class(server, variant="view", **options)
 
@@ -434,6 +485,10 @@ RAW_CASES: dict[str, tuple[list[str], bytes, tuple[int, ...]]] = {
         + b"0\r\n\r\n",
         (413,),
     ),
+    # Content-Length in digits that are not ASCII: "²" is latin-1 (a server hands it to the
+    # app as is), isdigit() says yes and int() fails; never a 500
+    "content_length_superscript": (["Content-Length: \u00b2"], list_threads(), (400,)),
+    "content_length_superscripts": (["Content-Length: \u00b9\u00b2"], list_threads(), (400,)),
     # chunked, lying about its chunk size: the server's parser refuses it, or the adapter
     # cannot read the body; either way a 400, never a 500
     "chunked_lying": (

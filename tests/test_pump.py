@@ -288,4 +288,4 @@ async def test_response_replaced_before_it_is_sent_still_persists_the_cancel() -
 
 
 def test_module_keeps_no_stream_after_tests() -> None:
-    assert not _pump._live
+    assert _pump.live_streams() == 0
