@@ -34,8 +34,13 @@ def page(request: HttpRequest) -> HttpResponse:
     return HttpResponse(PAGE)
 
 
+chatkit = chatkit_view(server, context=context)
+# Django's URL resolver reads the view's __qualname__ once reverse() is used (the admin
+# does); this release's view object does not expose one, so give it one here.
+chatkit.__qualname__ = "chatkit"
+
 urlpatterns = [
     path("", page),
     path("admin/", admin.site.urls),
-    path("chatkit", chatkit_view(server, context=context)),
+    path("chatkit", chatkit),
 ]
