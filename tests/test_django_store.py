@@ -17,16 +17,15 @@ from typing import Any
 
 import httpx
 import pytest
+from chatkit.store import NotFoundError, Store
 
-pytest.importorskip("django", reason="DjangoStore needs django")
+from tests.chatkit_store_contract import Context, StoreContract, metadata
+from tests.mysqlserver import mariadb_url  # noqa: F401  (a session fixture)
+from tests.pgserver import postgres_url  # noqa: F401  (a session fixture)
+from tests.realserver import answers_http, free_port, serving
+from tests.storedb import DJANGO_BACKENDS, django_alias, need, new_user
 
-from chatkit.store import NotFoundError, Store  # noqa: E402
-
-from tests.chatkit_store_contract import Context, StoreContract, metadata  # noqa: E402
-from tests.mysqlserver import mariadb_url  # noqa: E402, F401  (a session fixture)
-from tests.pgserver import postgres_url  # noqa: E402, F401  (a session fixture)
-from tests.realserver import answers_http, free_port, serving  # noqa: E402
-from tests.storedb import DJANGO_BACKENDS, django_alias, new_user  # noqa: E402
+need("django", "DjangoStore needs django")  # (the imports above do not import it)
 
 pytestmark = pytest.mark.store
 
@@ -153,7 +152,7 @@ def example(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[st
     """The example project serving on a fresh SQLite database; (base URL, users)."""
     server = str(request.param)
     if server == "wsgi-gunicorn":
-        pytest.importorskip("gunicorn", reason="gunicorn is not installed")
+        need("gunicorn", "gunicorn is not installed")
     env = {
         "DATABASE_URL": f"sqlite:///{tmp_path / 'django.db'}",
         "DEMO_WORD_DELAY": "0",

@@ -71,7 +71,7 @@ from examples.demo.context import DemoContext
 from examples.demo.store import DEFAULT_DATABASE_URL, open_store
 from tests.mysqlserver import mariadb_url  # noqa: F401  (the session fixture)
 from tests.pgserver import postgres_url  # noqa: F401  (the session fixture, for standalone runs)
-from tests.storedb import DJANGO_BACKENDS, SQL_BACKENDS, django_alias, sql_url
+from tests.storedb import DJANGO_BACKENDS, SQL_BACKENDS, django_alias, need, sql_url
 
 DemoStore = Store[DemoContext]
 
@@ -96,7 +96,7 @@ def make_store(request: pytest.FixtureRequest) -> Callable[[], DemoStore]:
     """Makes the store under test: SQLStore on each SQL backend, DjangoStore on two."""
     backend = str(request.param)
     if backend in DJANGO_BACKENDS:
-        pytest.importorskip("django", reason="the Django store needs django")
+        need("django", "the Django store needs django")
         alias = django_alias(request, backend)
         from chatkit_adapters.stores.django import DjangoStore
 
