@@ -205,6 +205,13 @@ schema_table = Table(
 
 def _v1(conn: Connection) -> None:
     """Version 1: threads, items and attachments."""
+    existing = [t.name for t in metadata.sorted_tables if conn.dialect.has_table(conn, t.name)]
+    if existing:
+        raise SchemaError(
+            f"the database already has tables named {', '.join(existing)} that SQLStore did "
+            "not create (the examples' previous demo store?): use another database, or drop "
+            "them to start afresh"
+        )
     metadata.create_all(conn, checkfirst=False)
 
 
