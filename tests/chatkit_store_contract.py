@@ -315,3 +315,6 @@ class StoreContract(ABC):
         )
         await store.add_thread_item(thread.id, item, self.user)
         assert (await self.store.load_item(thread.id, "task_n3_thr_n1", self.user)) == item
+        close = getattr(store, "aclose", None)
+        if close is not None:  # the copy may have opened connections of its own
+            await close()

@@ -1,6 +1,7 @@
 """The databases the store suites run against, for ``tests/test_*store*.py``.
 
-``sql_url(request, backend)`` gives a URL for ``sqlite`` (a temporary file), ``postgres``
+``sql_url(request, backend)`` gives a URL for ``sqlite`` (a temporary file; also through
+``sqlite-aiosqlite``, SQLAlchemy's async engine on aiosqlite), ``postgres``
 (``tests/pgserver.py``) or ``mariadb`` (``tests/mysqlserver.py``). A server that is not
 available skips its tests with the reason, except under ``CI=true``, where it fails them:
 CI installs both servers, so a skip there would hide a backend. Local opt-outs:
@@ -24,7 +25,7 @@ import pytest
 from tests.mysqlserver import mariadb_url  # noqa: F401  (the session fixture)
 from tests.pgserver import postgres_url  # noqa: F401  (the session fixture)
 
-SQL_BACKENDS = ("sqlite", "postgres", "mariadb")
+SQL_BACKENDS = ("sqlite", "sqlite-aiosqlite", "postgres", "mariadb")
 DJANGO_BACKENDS = ("django-sqlite", "django-postgres")
 _OPT_OUT = {"postgres": "CHATKIT_TEST_NO_POSTGRES", "mariadb": "CHATKIT_TEST_NO_MARIADB"}
 
@@ -55,9 +56,10 @@ def server_url(request: pytest.FixtureRequest, backend: str) -> str:
 
 def sql_url(request: pytest.FixtureRequest, backend: str) -> str:
     """A database URL for ``backend`` (``sqlite`` is a new file in the test's tmp_path)."""
-    if backend == "sqlite":
+    if backend.startswith("sqlite"):
         tmp_path: Path = request.getfixturevalue("tmp_path")
-        return f"sqlite:///{tmp_path / 'chatkit.db'}"
+        driver = "sqlite+aiosqlite" if backend == "sqlite-aiosqlite" else "sqlite"
+        return f"{driver}:///{tmp_path / 'chatkit.db'}"
     return server_url(request, backend)
 
 

@@ -50,6 +50,9 @@ def _no_stray_sqlite_threads() -> Iterator[None]:
     assert not [t for t in workers if t.is_alive()]
 
 
+from chatkit_adapters.stores.sql import _AsyncRunner, _ThreadRunner  # noqa: E402
+
+
 def _sql() -> Any:
     from chatkit_adapters.stores import SQLStore
 
@@ -104,8 +107,9 @@ def test_importing_the_package_imports_neither_sqlalchemy_nor_django() -> None:
 def test_urls_pick_the_async_drivers() -> None:
     SQLStore = _sql()
     drivers = {
-        "sqlite:///x.db": "sqlite+aiosqlite",
-        "sqlite://": "sqlite+aiosqlite",
+        "sqlite:///x.db": "sqlite+pysqlite",
+        "sqlite://": "sqlite+pysqlite",
+        "sqlite+aiosqlite:///x.db": "sqlite+aiosqlite",
         "postgresql://u:s3cret@db/app": "postgresql+psycopg",
         "postgres://u:s3cret@db/app": "postgresql+psycopg",
         "mysql://u:s3cret@db/app": "mysql+asyncmy",
@@ -189,8 +193,8 @@ def run_command(argv: list[str]) -> str:
 
 async def _fresh_url(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -> str:
     """A database with no chatkit tables: a new SQLite file, or a new server database."""
-    if backend == "sqlite":
-        return f"sqlite:///{tmp_path / 'fresh.db'}"
+    if backend.startswith("sqlite"):
+        return sql_url(request, backend).replace("chatkit.db", "fresh.db")
     from sqlalchemy import text
     from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -241,10 +245,13 @@ async def test_schema_is_versioned_and_upgraded_by_command(
         await strict.save_thread(metadata("thr", T0), owner)
         assert (await strict.load_thread("thr", owner)).id == "thr"
         assert await strict.schema_version() == SCHEMA_VERSION
-        async with strict._bind().engine.begin() as conn:  # a newer release was here
+
+        def newer_release_was_here(conn: Any) -> None:
             from sqlalchemy import text
 
-            await conn.execute(text("UPDATE chatkit_schema SET version = version + 1"))
+            conn.execute(text("UPDATE chatkit_schema SET version = version + 1"))
+
+        await strict._get_runner().run(newer_release_was_here, write=True, transaction=True)
     async with SQLStore(url) as newer:
         with pytest.raises(SchemaError, match="newer"):
             await newer.load_thread("thr", owner)
@@ -325,9 +332,11 @@ async def test_one_store_serves_two_running_loops_at_once(
     here = await store.load_thread_items("thr_loops", None, 100, "asc", owner)
     assert here == there
     assert len(here.data) == 30
-    assert len(store._bound) == 2  # an engine per loop
+    runner = store._runner
+    if isinstance(runner, _AsyncRunner):
+        assert len(runner._bound) == 2  # an async engine per loop
     await store.aclose()  # disposes the other loop's engine on that loop, too
-    assert store._bound == {}
+    assert store._runner is None
     assert (await loop_thread.run(store.load_thread("thr_loops", owner))).id == "thr_loops"
 
 
@@ -342,17 +351,26 @@ async def test_a_loop_that_ends_without_closing_the_store(url: str) -> None:
     for _ in range(3):  # asyncio.run: a new loop, closed at the end, store never closed
         await asyncio.to_thread(asyncio.run, use())
     assert (await store.load_thread("thr_gone_loop", owner)).id == "thr_gone_loop"
-    assert list(store._bound) == [asyncio.get_running_loop()]  # closed loops' engines dropped
+    runner = store._runner
+    if isinstance(runner, _AsyncRunner):  # closed loops' engines were dropped
+        assert list(runner._bound) == [asyncio.get_running_loop()]
     await store.aclose()  # the fixture checks that no connection thread is left
 
 
-async def test_memory_database_belongs_to_one_loop(loop_thread: LoopThread) -> None:
+async def test_memory_database_is_shared_by_every_loop(loop_thread: LoopThread) -> None:
+    """sqlite:// lives on the store's own thread, so every loop sees the same database;
+    on an async driver it belongs to one loop (and says so)."""
     SQLStore = _sql()
     async with SQLStore("sqlite://") as store:
         await store.save_thread(metadata("thr_mem", T0), Context("u"))
-        with pytest.raises(RuntimeError, match="one loop"):
+        there = await loop_thread.run(store.load_thread("thr_mem", Context("u")))
+        assert there.id == "thr_mem"
+    async with SQLStore("sqlite+aiosqlite://") as store:
+        await store.save_thread(metadata("thr_mem", T0), Context("u"))
+        with pytest.raises(RuntimeError, match="one event loop"):
             await loop_thread.run(store.load_thread("thr_mem", Context("u")))
         assert (await store.load_thread("thr_mem", Context("u"))).id == "thr_mem"
+        await loop_thread.run(store.aclose())  # (nothing bound there)
 
 
 # --------------------------------------------------------------------------------------
@@ -360,39 +378,109 @@ async def test_memory_database_belongs_to_one_loop(loop_thread: LoopThread) -> N
 # --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("moment", ["before_cursor_execute", "commit"])
-async def test_cancelled_at_a_precise_moment(store: Any, moment: str) -> None:
-    """Cancel the caller from inside the write (deterministic, no timing): before its
-    statement nothing is written; during its commit the commit completes, and the
-    caller still sees its CancelledError."""
+def cancel_on(statement_prefix: str, task: asyncio.Task[Any], fired: list[str]) -> Any:
+    """A ``before_cursor_execute`` listener that cancels ``task`` when a statement with
+    that prefix is about to run, and lets it run only once the task has seen the
+    cancellation (deterministic: no timing)."""
+    loop = asyncio.get_running_loop()
+    loop_thread = threading.current_thread()
+
+    def listener(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if fired or not statement.lstrip().upper().startswith(statement_prefix):
+            return
+        fired.append(statement)
+        if threading.current_thread() is loop_thread:  # an async engine: in the task itself
+            task.cancel()
+            return
+        observed = threading.Event()  # the store's thread: wait until the task has seen it
+
+        def cancel_then_signal() -> None:
+            task.cancel()  # schedules the task's wake-up first ...
+            loop.call_soon(observed.set)  # ... so this runs after it
+
+        loop.call_soon_threadsafe(cancel_then_signal)
+        assert observed.wait(30)
+
+    return listener
+
+
+def sync_engine(store: Any) -> Any:
+    runner = store._get_runner()
+    return runner.engine if isinstance(runner, _ThreadRunner) else runner._bind().engine.sync_engine
+
+
+async def test_cancelled_during_a_write_leaves_nothing(store: Any, url: str) -> None:
     from sqlalchemy import event
 
     owner = Context(new_user())
     await store.save_thread(metadata("thr_cut", T0), owner)
     item = message("thr_cut", "m_cut", "x", T0)
-    engine = store._bind().engine.sync_engine
+    engine = sync_engine(store)
     fired: list[str] = []
-    task: asyncio.Task[None] | None = None
-
-    def cancel(*args: Any) -> None:
-        if task is not None and not fired:
-            fired.append(moment)
-            task.cancel()
-
-    event.listen(engine, moment, cancel)
+    task = asyncio.create_task(store.add_thread_item("thr_cut", item, owner))
+    listener = cancel_on("INSERT", task, fired)
+    event.listen(engine, "before_cursor_execute", listener)
     try:
-        task = asyncio.create_task(store.add_thread_item("thr_cut", item, owner))
         with pytest.raises(asyncio.CancelledError):
             await task
     finally:
-        event.remove(engine, moment, cancel)
-    assert fired == [moment]
+        event.remove(engine, "before_cursor_execute", listener)
+    assert len(fired) == 1
     stored = (await store.load_thread_items("thr_cut", None, 10, "asc", owner)).data
-    assert stored == ([item] if moment == "commit" else [])
+    if url.startswith("postgresql"):
+        # one statement in autocommit: PostgreSQL cancels it, unless it already finished
+        assert stored in ([], [item])
+    else:
+        assert stored == []  # rolled back (the store's thread; or the connection dropped)
     await store.add_thread_item("thr_cut", message("thr_cut", "after", "y", T0), owner)
-    assert len((await store.load_thread_items("thr_cut", None, 10, "asc", owner)).data) == (
-        2 if moment == "commit" else 1
-    )
+    assert (await store.load_item("thr_cut", "after", owner)).id == "after"
+
+
+async def test_cancelled_during_the_commit_completes_whole(store: Any) -> None:
+    """delete_thread is a transaction on every backend: cancelled at its COMMIT, the
+    commit completes (shielded) before the caller's CancelledError."""
+    from sqlalchemy import event
+
+    owner = Context(new_user())
+    await store.save_thread(metadata("thr_commit", T0), owner)
+    for n in range(3):
+        await store.add_thread_item("thr_commit", message("thr_commit", f"m{n}", "x", T0), owner)
+    engine = sync_engine(store)
+    fired: list[str] = []
+    task = asyncio.create_task(store.delete_thread("thr_commit", owner))
+    listener = cancel_on("COMMIT", task, fired)
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
+    assert fired == ["COMMIT"]
+    with pytest.raises(NotFoundError):
+        await store.load_thread("thr_commit", owner)
+    assert (await store.load_thread_items("thr_commit", None, 10, "asc", owner)).data == []
+
+
+async def test_cancelled_before_its_turn_never_runs(tmp_path: Path) -> None:
+    """SQLite: a write queued behind another one and cancelled there is never run."""
+    SQLStore = _sql()
+    async with SQLStore(f"sqlite:///{tmp_path / 'queue.db'}") as store:
+        owner = Context("u")
+        await store.save_thread(metadata("thr_q", T0), owner)
+        runner = store._get_runner()
+        assert isinstance(runner, _ThreadRunner)
+        release = threading.Event()
+        blocker = runner._executor(True).submit(release.wait, 30)  # the writer is busy
+        task = asyncio.create_task(
+            store.add_thread_item("thr_q", message("thr_q", "queued", "x", T0), owner)
+        )
+        await asyncio.sleep(0)  # let it queue its job behind the blocker
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        release.set()
+        await asyncio.wrap_future(blocker)
+        assert (await store.load_thread_items("thr_q", None, 10, "asc", owner)).data == []
 
 
 # --------------------------------------------------------------------------------------

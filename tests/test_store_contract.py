@@ -1017,7 +1017,7 @@ async def test_chatkit_cancel_cleanup_is_persisted(store: DemoStore, alice: Demo
 )
 def test_open_store_sqlite_urls(url: str, path: str | None) -> None:
     store = open_store(url)
-    assert store.url.drivername == "sqlite+aiosqlite"
+    assert store.url.get_backend_name() == "sqlite"
     assert store.url.database == path
 
 

@@ -46,8 +46,9 @@ import asyncio
 import contextlib
 import threading
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Generic, TypeVar
 
@@ -68,6 +69,7 @@ from sqlalchemy import (
     UniqueConstraint,
     and_,
     bindparam,
+    create_engine,
     delete,
     event,
     exists,
@@ -80,7 +82,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import URL, Dialect, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql.expression import Executable
 from sqlalchemy.types import TypeDecorator, TypeEngine
 from typing_extensions import Self
@@ -105,12 +108,14 @@ __all__ = ["SCHEMA_VERSION", "SQLStore", "SchemaError", "metadata"]
 
 TContext = TypeVarDefault("TContext", default=Any)
 _T = TypeVar("_T")
+Body = Callable[[Connection], _T]
+"""A call's work: sync SQLAlchemy Core on a connection (on a thread, or via run_sync)."""
 
 DEFAULT_URL: Final = "sqlite:///chatkit.db"
 
 # scheme (or scheme+driver) -> the async driver used when none is named
 _DRIVERS: Final = {
-    "sqlite": "sqlite+aiosqlite",
+    "sqlite": "sqlite+pysqlite",  # on the store's own threads (see _ThreadRunner)
     "postgresql": "postgresql+psycopg",
     "postgres": "postgresql+psycopg",
     "mysql": "mysql+asyncmy",
@@ -396,7 +401,7 @@ def _raw_json(value: Any) -> Any:
 
 
 def normalize_url(url: str | URL) -> URL:
-    """``url`` with the async driver this store uses when it names none.
+    """``url`` with the driver this store uses when it names none.
 
     Raises ``ValueError`` for a URL that is not SQLite, PostgreSQL or MySQL/MariaDB.
     """
@@ -426,36 +431,43 @@ def _is_memory(url: URL) -> bool:
     return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
 
 
-@dataclass
-class _Bound:
-    """A store's engine on one event loop."""
+def _sqlite_connection(timeout_ms: int, wal: bool) -> Callable[[Any, Any], None]:
+    """A ``connect`` listener: driver autocommit (we BEGIN ourselves), busy timeout,
+    foreign keys, WAL."""
 
-    loop: asyncio.AbstractEventLoop
-    engine: AsyncEngine
-    writer: AsyncEngine  # the same pool; on SQLite its transactions BEGIN IMMEDIATE
-    write_lock: asyncio.Lock | None  # SQLite: one writer at a time
-    upserts: _Upserts
-    drivers: weakref.WeakSet[Any]  # SQLite: the aiosqlite connections (stopped if abandoned)
-    ready: asyncio.Lock = field(default_factory=asyncio.Lock)
+    def connect(dbapi_connection: Any, record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {timeout_ms}")
+            cursor.execute("PRAGMA foreign_keys = ON")
+            if wal:
+                cursor.execute("PRAGMA journal_mode = WAL")
+        finally:
+            cursor.close()
+
+    return connect
 
 
-def _stop_sqlite_workers(drivers: Iterable[Any]) -> None:
-    """Stop the aiosqlite threads of a dead loop's connections (nothing can be awaited).
+class _Abandoned(Exception):
+    """The caller was cancelled before the commit: the transaction is rolled back."""
 
-    ``stop()`` runs on a thread of its own: called on a thread with an event loop it would
-    tie its completion to that loop, and the worker would fail if the loop closed first.
-    """
-    pending = [driver for driver in list(drivers) if callable(getattr(driver, "stop", None))]
 
-    def stop_all() -> None:
-        for driver in pending:
-            with contextlib.suppress(Exception):
-                driver.stop()
-
-    if pending:
-        stopper = threading.Thread(target=stop_all, name="chatkit-sqlite-stop", daemon=True)
-        stopper.start()
-        stopper.join()
+def _in_transaction(
+    conn: Connection, begin: str, body: Body[_T], abandoned: Callable[[], bool]
+) -> _T:
+    """Run ``body`` between ``begin`` and COMMIT (ROLLBACK if it fails or was abandoned)."""
+    conn.exec_driver_sql(begin)
+    try:
+        result = body(conn)
+        if abandoned():
+            raise _Abandoned
+    except BaseException:
+        with contextlib.suppress(Exception):
+            conn.exec_driver_sql("ROLLBACK")
+        raise
+    conn.exec_driver_sql("COMMIT")
+    return result
 
 
 async def _finish(step: Coroutine[Any, Any, _T]) -> _T:
@@ -483,13 +495,253 @@ async def _finish(step: Coroutine[Any, Any, _T]) -> _T:
         return result
 
 
+def _never() -> bool:
+    return False
+
+
+class _ThreadRunner:
+    """SQLite through the standard ``sqlite3`` driver on the store's own threads.
+
+    A whole call (BEGIN, its statements, COMMIT) runs as one job on one thread: one
+    thread hop per call, where aiosqlite needs several per statement. Writes go to one
+    writer thread (one writer at a time: no "database is locked" within the process;
+    other processes are waited for up to the busy timeout), reads to two reader threads
+    (WAL: they never wait for the writer). Any event loop may submit jobs, so the store
+    serves every loop of the process with the same connections.
+
+    A caller cancelled before its job starts cancels the job; cancelled while it runs,
+    the job rolls back instead of committing, unless its COMMIT has begun (then it
+    completes): all or nothing, settled before the caller's ``CancelledError``.
+    """
+
+    def __init__(self, url: URL, busy_timeout: float, engine_options: Mapping[str, Any]) -> None:
+        self.memory = _is_memory(url)
+        options: dict[str, Any] = {
+            "json_serializer": _raw_json,
+            "json_deserializer": _raw_json,
+            "connect_args": {"check_same_thread": False, "timeout": busy_timeout},
+        }
+        if self.memory:
+            options["poolclass"] = StaticPool  # one connection: the database itself
+        else:
+            options.update(pool_size=3, max_overflow=0)  # a writer and two readers
+        options.update(engine_options)
+        self.engine = create_engine(url, **options)
+        event.listen(
+            self.engine,
+            "connect",
+            _sqlite_connection(int(busy_timeout * 1000), wal=not self.memory),
+        )
+        self.dialect = self.engine.dialect
+        self.upserts = _Upserts.build(self.dialect.name)
+        self._writer: ThreadPoolExecutor | None = None
+        self._readers: ThreadPoolExecutor | None = None
+        self._guard = threading.Lock()
+
+    def _executor(self, write: bool) -> ThreadPoolExecutor:
+        with self._guard:
+            if self._writer is None:
+                self._writer = ThreadPoolExecutor(1, thread_name_prefix="chatkit-sqlite-writer")
+            if write or self.memory:
+                return self._writer
+            if self._readers is None:
+                self._readers = ThreadPoolExecutor(2, thread_name_prefix="chatkit-sqlite-reader")
+            return self._readers
+
+    async def run(self, body: Body[_T], *, write: bool, transaction: bool) -> _T:
+        abandoned = threading.Event()
+
+        def job() -> _T:
+            with self.engine.connect() as conn:
+                if write:
+                    return _in_transaction(conn, "BEGIN IMMEDIATE", body, abandoned.is_set)
+                if transaction:
+                    return _in_transaction(conn, "BEGIN", body, _never)
+                return body(conn)
+
+        submitted = self._executor(write).submit(job)
+        result = asyncio.wrap_future(submitted)
+        try:
+            return await asyncio.shield(result)
+        except asyncio.CancelledError:
+            abandoned.set()
+            if submitted.cancel():  # it had not started: it never will
+                raise
+            while not result.done():  # it runs: it rolls back (or commits, if it was)
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait([result])
+            if not result.cancelled():
+                result.exception()  # retrieved: the caller sees its cancellation
+            raise
+
+    async def aclose(self) -> None:
+        with self._guard:
+            executors = [e for e in (self._writer, self._readers) if e is not None]
+            self._writer = self._readers = None
+        for executor in executors:
+            await asyncio.to_thread(executor.shutdown, wait=True)
+        self.engine.dispose()
+
+
+@dataclass
+class _Bound:
+    """An async engine on one event loop."""
+
+    loop: asyncio.AbstractEventLoop
+    engine: AsyncEngine
+    write_lock: asyncio.Lock | None  # aiosqlite: one writer at a time
+    drivers: weakref.WeakSet[Any]  # aiosqlite: its connections (stopped if abandoned)
+
+
+def _stop_sqlite_workers(drivers: Iterable[Any]) -> None:
+    """Stop the aiosqlite threads of a dead loop's connections (nothing can be awaited).
+
+    ``stop()`` runs on a thread of its own: called on a thread with an event loop it would
+    tie its completion to that loop, and the worker would fail if the loop closed first.
+    """
+    pending = [driver for driver in list(drivers) if callable(getattr(driver, "stop", None))]
+
+    def stop_all() -> None:
+        for driver in pending:
+            with contextlib.suppress(Exception):
+                driver.stop()
+
+    if pending:
+        stopper = threading.Thread(target=stop_all, name="chatkit-sqlite-stop", daemon=True)
+        stopper.start()
+        stopper.join()
+
+
+class _AsyncRunner:
+    """PostgreSQL (psycopg 3), MySQL/MariaDB (asyncmy), or an explicitly named async SQLite
+    driver, through SQLAlchemy's async engine: one engine per event loop that uses the
+    store (async connections belong to their loop), dropped when its loop closes.
+
+    Connections are in autocommit mode: a one-statement call is its own transaction (no
+    BEGIN/COMMIT round trips; PostgreSQL cancels the statement of a cancelled caller).
+    Other calls, and every write on MySQL/SQLite, run between explicit BEGIN and COMMIT;
+    the COMMIT (or ROLLBACK) is shielded from cancellation.
+    """
+
+    def __init__(self, url: URL, busy_timeout: float, engine_options: Mapping[str, Any]) -> None:
+        self.url = url
+        self.busy_timeout = busy_timeout
+        self.engine_options = dict(engine_options)
+        self.sqlite = url.get_backend_name() == "sqlite"
+        self.memory = _is_memory(url)
+        self._bound: dict[asyncio.AbstractEventLoop, _Bound] = {}
+        self._guard = threading.Lock()  # _bound is shared by every loop's thread
+        probe = create_async_engine(url)  # connects nothing: the dialect, for statements
+        self.dialect = probe.dialect
+        self.upserts = _Upserts.build(self.dialect.name)
+        self.begin = "START TRANSACTION" if self.dialect.name in _MYSQL else "BEGIN"
+        self.write_begin = "BEGIN IMMEDIATE" if self.sqlite else self.begin
+        self.autocommit_writes = self.dialect.name == "postgresql"
+
+    def _create(self, drivers: weakref.WeakSet[Any]) -> AsyncEngine:
+        options: dict[str, Any] = {
+            "json_serializer": _raw_json,
+            "json_deserializer": _raw_json,
+            "isolation_level": "AUTOCOMMIT",
+        }
+        if not self.sqlite:
+            options["pool_recycle"] = 3600
+        options.update(self.engine_options)
+        engine = create_async_engine(self.url, **options)
+        if self.sqlite:
+            connect = _sqlite_connection(int(self.busy_timeout * 1000), wal=not self.memory)
+
+            def remember(dbapi_connection: Any, record: Any) -> None:
+                drivers.add(dbapi_connection.driver_connection)
+                connect(dbapi_connection, record)
+
+            event.listen(engine.sync_engine, "connect", remember)
+        return engine
+
+    def _bind(self) -> _Bound:
+        loop = asyncio.get_running_loop()
+        bound = self._bound.get(loop)
+        if bound is not None:
+            return bound
+        with self._guard:
+            for other in [other for other in self._bound if other.is_closed()]:
+                _stop_sqlite_workers(self._bound.pop(other).drivers)
+            if self.memory and self._bound:
+                raise RuntimeError(
+                    "an in-memory SQLite database on an async driver lives on one event "
+                    "loop: use sqlite:// (the default driver) or a file"
+                )
+            drivers: weakref.WeakSet[Any] = weakref.WeakSet()
+            bound = _Bound(
+                loop=loop,
+                engine=self._create(drivers),
+                write_lock=asyncio.Lock() if self.sqlite else None,
+                drivers=drivers,
+            )
+            self._bound[loop] = bound
+            return bound
+
+    async def run(self, body: Body[_T], *, write: bool, transaction: bool) -> _T:
+        bound = self._bind()
+        if write and bound.write_lock is not None:
+            async with bound.write_lock:
+                return await self._run(bound, body, write, transaction)
+        return await self._run(bound, body, write, transaction)
+
+    async def _run(self, bound: _Bound, body: Body[_T], write: bool, transaction: bool) -> _T:
+        explicit = transaction or (write and not self.autocommit_writes)
+        async with bound.engine.connect() as conn:
+            if not explicit:
+                return await conn.run_sync(body)
+            await conn.exec_driver_sql(self.write_begin if write else self.begin)
+            try:
+                result = await conn.run_sync(body)
+            except BaseException:
+                if not conn.invalidated:
+                    with contextlib.suppress(Exception):
+                        await _finish(conn.exec_driver_sql("ROLLBACK"))
+                raise
+            await _finish(conn.exec_driver_sql("COMMIT"))
+            return result
+
+    async def aclose(self) -> None:
+        with self._guard:
+            bound_list = list(self._bound.values())
+            self._bound.clear()
+        current = asyncio.get_running_loop()
+        for bound in bound_list:
+            if bound.loop is current:
+                await bound.engine.dispose()
+            elif bound.loop.is_running() and not bound.loop.is_closed():
+                future = asyncio.run_coroutine_threadsafe(bound.engine.dispose(), bound.loop)
+                await asyncio.wrap_future(future)
+            else:  # its loop is gone: nothing there can be awaited any more
+                _stop_sqlite_workers(bound.drivers)
+
+
+_Runner = _ThreadRunner | _AsyncRunner
+
 # --------------------------------------------------------------------------------------
 # The store
 # --------------------------------------------------------------------------------------
 
 
+def _scalar(statement: Executable, params: dict[str, Any]) -> Body[Any]:
+    def body(conn: Connection) -> Any:
+        return conn.execute(statement, params).scalar()
+
+    return body
+
+
+def _execute(statement: Executable, params: dict[str, Any]) -> Body[None]:
+    def body(conn: Connection) -> None:
+        conn.execute(statement, params)
+
+    return body
+
+
 class SQLStore(Store[TContext], Generic[TContext]):
-    """A ChatKit store in any SQL database SQLAlchemy's async Core drives.
+    """A ChatKit store in SQLite, PostgreSQL or MySQL/MariaDB, through SQLAlchemy Core.
 
     Usage: ``store = SQLStore("postgresql://u:pw@db/app")`` then ``MyServer(store)``.
     """
@@ -507,115 +759,64 @@ class SQLStore(Store[TContext], Generic[TContext]):
 
         - ``url``: a SQLAlchemy URL. ``sqlite:///relative.db``, ``sqlite:////absolute.db``
           or ``sqlite://`` (memory); ``postgresql://``/``postgres://`` (psycopg 3);
-          ``mysql://``/``mariadb://`` (aiomysql). Name another async driver with
-          ``scheme+driver://``.
+          ``mysql://``/``mariadb://`` (asyncmy). ``scheme+driver://`` names another
+          driver (an async one for servers, e.g. ``mysql+aiomysql``; for SQLite,
+          ``sqlite+aiosqlite`` runs through SQLAlchemy's async engine instead of the
+          store's own threads).
         - ``user_id``: maps a context to the user key (default :func:`default_user_id`).
         - ``migrate``: apply schema migrations on first use (else raise
           :class:`SchemaError` when the database is behind).
         - ``busy_timeout``: SQLite only, seconds a connection waits for another writer.
-        - ``engine_options``: passed to ``create_async_engine`` (``pool_size``, ``echo``...).
+        - ``engine_options``: passed to SQLAlchemy's ``create_engine`` /
+          ``create_async_engine`` (``pool_size``, ``echo``...).
         """
         self.url = normalize_url(url)
         self.user_id: UserId = user_id or default_user_id
         self.migrate = migrate
         self.busy_timeout = busy_timeout
         self.engine_options = dict(engine_options or {})
-        self._sqlite = self.url.get_backend_name() == "sqlite"
-        self._memory = _is_memory(self.url)
-        self._bound: dict[asyncio.AbstractEventLoop, _Bound] = {}
-        self._guard = threading.Lock()  # _bound is shared by every loop's thread
+        self._runner: _Runner | None = None
+        self._guard = threading.Lock()
         self._schema_ok = False
+        self._ready_locks: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url.render_as_string(hide_password=True)!r})"
 
-    # -- engines -------------------------------------------------------------------------
+    # -- connections and schema ----------------------------------------------------------
 
-    def _create_engine(self, drivers: weakref.WeakSet[Any]) -> AsyncEngine:
-        options: dict[str, Any] = {
-            "json_serializer": _raw_json,
-            "json_deserializer": _raw_json,
-        }
-        if self._sqlite and not self._memory:
-            # few connections: one writes at a time, and WAL readers never wait for it
-            options.update(pool_size=4, max_overflow=0, pool_timeout=600)
-        elif not self._sqlite:
-            options.update(pool_pre_ping=True, pool_recycle=3600)
-        options.update(self.engine_options)
-        engine = create_async_engine(self.url, **options)
-        if self._sqlite:
-            self._configure_sqlite(engine, drivers)
-        return engine
+    def _get_runner(self) -> _Runner:
+        runner = self._runner
+        if runner is None:
+            with self._guard:
+                if self._runner is None:
+                    threads = self.url.drivername == "sqlite+pysqlite"
+                    kind: type[_Runner] = _ThreadRunner if threads else _AsyncRunner
+                    self._runner = kind(self.url, self.busy_timeout, self.engine_options)
+                runner = self._runner
+        return runner
 
-    def _configure_sqlite(self, engine: AsyncEngine, drivers: weakref.WeakSet[Any]) -> None:
-        timeout_ms = int(self.busy_timeout * 1000)
-        wal = not self._memory
-
-        @event.listens_for(engine.sync_engine, "connect")
-        def connect(dbapi_connection: Any, record: Any) -> None:
-            drivers.add(dbapi_connection.driver_connection)
-            dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
-            cursor = dbapi_connection.cursor()
-            try:
-                cursor.execute(f"PRAGMA busy_timeout = {timeout_ms}")
-                cursor.execute("PRAGMA foreign_keys = ON")
-                if wal:
-                    cursor.execute("PRAGMA journal_mode = WAL")
-            finally:
-                cursor.close()
-
-        @event.listens_for(engine.sync_engine, "begin")
-        def begin(conn: Connection) -> None:
-            write = conn.get_execution_options().get("chatkit_write", False)
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
-
-    def _bind(self) -> _Bound:
-        """This loop's engine, created on first use here."""
-        loop = asyncio.get_running_loop()
-        bound = self._bound.get(loop)
-        if bound is not None:
-            return bound
-        with self._guard:
-            dead = [other for other in self._bound if other.is_closed()]
-            for other in dead:
-                self._abandon(self._bound.pop(other))
-            if self._memory and self._bound:
-                raise RuntimeError(
-                    f"{self!r} is in use by another event loop: an in-memory SQLite "
-                    "database lives on one loop (use a file to share it)"
-                )
-            drivers: weakref.WeakSet[Any] = weakref.WeakSet()
-            engine = self._create_engine(drivers)
-            bound = _Bound(
-                loop=loop,
-                engine=engine,
-                writer=engine.execution_options(chatkit_write=True),
-                write_lock=asyncio.Lock() if self._sqlite else None,
-                upserts=_Upserts.build(engine.dialect.name),
-                drivers=drivers,
-            )
-            self._bound[loop] = bound
-            return bound
-
-    def _abandon(self, bound: _Bound) -> None:
-        """Forget the engine of a loop that is gone: nothing there can be awaited any more."""
-        _stop_sqlite_workers(bound.drivers)
-
-    async def _ready(self) -> _Bound:
-        bound = self._bind()
+    async def _ready(self) -> _Runner:
+        runner = self._get_runner()
         if not self._schema_ok:
-            async with bound.ready:
+            loop = asyncio.get_running_loop()
+            with self._guard:
+                lock = self._ready_locks.setdefault(loop, asyncio.Lock())
+            async with lock:
                 if not self._schema_ok:
-                    await self._migrate(bound, apply=self.migrate)
+                    await self._migrate(runner, apply=self.migrate)
                     self._schema_ok = True
-        return bound
+                    with self._guard:
+                        self._ready_locks.clear()
+        return runner
 
-    async def _migrate(self, bound: _Bound, *, apply: bool) -> tuple[int, int]:
+    async def _migrate(self, runner: _Runner, *, apply: bool) -> tuple[int, int]:
         url = self.url.render_as_string(hide_password=True)
-        async with bound.writer.connect() as conn:
-            result = await conn.run_sync(_migrate, apply, url)
-            await conn.commit()
-            return result
+
+        def body(conn: Connection) -> tuple[int, int]:
+            return _migrate(conn, apply, url)
+
+        return await runner.run(body, write=True, transaction=True)
 
     async def upgrade(self) -> tuple[int, int]:
         """Apply the schema migrations now; return (version before, version after).
@@ -623,32 +824,20 @@ class SQLStore(Store[TContext], Generic[TContext]):
         Usage: ``await SQLStore(url).upgrade()`` (``python -m chatkit_adapters.stores
         upgrade URL`` does this). Safe to run from several processes at once.
         """
-        before_after = await self._migrate(self._bind(), apply=True)
+        before_after = await self._migrate(self._get_runner(), apply=True)
         self._schema_ok = True
         return before_after
 
     async def schema_version(self) -> int:
         """The database's schema version (0 when it has none yet)."""
-        bound = self._bind()
-        async with bound.writer.connect() as conn:
-            version = await conn.run_sync(_current_version)
-            await conn.commit()
-            return version
+        return await self._get_runner().run(_current_version, write=True, transaction=True)
 
     async def aclose(self) -> None:
-        """Dispose of every engine (on its own loop). The store reconnects if used again."""
+        """Close every connection. The store reconnects if it is used again."""
         with self._guard:
-            bound_list = list(self._bound.values())
-            self._bound.clear()
-        current = asyncio.get_running_loop()
-        for bound in bound_list:
-            if bound.loop is current:
-                await bound.engine.dispose()
-            elif bound.loop.is_running() and not bound.loop.is_closed():
-                future = asyncio.run_coroutine_threadsafe(bound.engine.dispose(), bound.loop)
-                await asyncio.wrap_future(future)
-            else:
-                self._abandon(bound)
+            runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.aclose()
 
     async def __aenter__(self) -> Self:
         return self
@@ -661,45 +850,13 @@ class SQLStore(Store[TContext], Generic[TContext]):
     ) -> None:
         await self.aclose()
 
-    # -- transactions --------------------------------------------------------------------
+    async def _read(self, body: Body[_T], *, transaction: bool = False) -> _T:
+        runner = await self._ready()
+        return await runner.run(body, write=False, transaction=transaction)
 
-    async def _transaction(
-        self, write: bool, body: Callable[[AsyncConnection, _Bound], Awaitable[_T]]
-    ) -> _T:
-        bound = await self._ready()
-        if write and bound.write_lock is not None:
-            async with bound.write_lock:
-                return await self._run(bound, bound.writer, body)
-        return await self._run(bound, bound.engine, body)
-
-    @staticmethod
-    async def _run(
-        bound: _Bound,
-        engine: AsyncEngine,
-        body: Callable[[AsyncConnection, _Bound], Awaitable[_T]],
-    ) -> _T:
-        async with engine.connect() as conn:
-            try:
-                result = await body(conn, bound)
-            except BaseException:
-                if conn.in_transaction():
-                    with contextlib.suppress(Exception):
-                        await _finish(conn.rollback())
-                raise
-            await _finish(conn.commit())
-            return result
-
-    async def _scalar(self, statement: Executable, params: dict[str, Any]) -> Any:
-        async def body(conn: AsyncConnection, bound: _Bound) -> Any:
-            return (await conn.execute(statement, params)).scalar()
-
-        return await self._transaction(False, body)
-
-    async def _write(self, statement: Executable, params: dict[str, Any]) -> None:
-        async def body(conn: AsyncConnection, bound: _Bound) -> None:
-            await conn.execute(statement, params)
-
-        await self._transaction(True, body)
+    async def _write(self, body: Body[_T], *, transaction: bool = False) -> _T:
+        runner = await self._ready()
+        return await runner.run(body, write=True, transaction=transaction)
 
     async def _page(
         self,
@@ -714,40 +871,37 @@ class SQLStore(Store[TContext], Generic[TContext]):
         check_limit(limit)
         desc = descending(order)
 
-        async def body(conn: AsyncConnection, bound: _Bound) -> list[str]:
+        def body(conn: Connection) -> list[str]:
             params = {**keys, "limit": limit + 1}
             if after is not None:
-                row = (await conn.execute(position, {**keys, "id": after})).first()
+                row = conn.execute(position, {**keys, "id": after}).first()
                 if row is None:
                     raise NotFoundError(missing)
                 params.update(at=row[0], at_seq=row[1])
-            result = await conn.execute(queries[desc, after is not None], params)
-            return list(result.scalars())
+            return list(conn.execute(queries[desc, after is not None], params).scalars())
 
-        return await self._transaction(False, body)
+        return await self._read(body, transaction=after is not None)
 
     # -- threads -------------------------------------------------------------------------
 
     async def load_thread(self, thread_id: str, context: TContext) -> ThreadMetadata:
         """Load a thread's metadata, or raise ``NotFoundError``."""
-        data = await self._scalar(_LOAD_THREAD, {"user_id": self.user_id(context), "id": thread_id})
+        key = {"user_id": self.user_id(context), "id": thread_id}
+        data = await self._read(_scalar(_LOAD_THREAD, key))
         if data is None:
             raise NotFoundError(thread_not_found(thread_id))
         return ThreadMetadata.model_validate_json(data)
 
     async def save_thread(self, thread: ThreadMetadata, context: TContext) -> None:
         """Insert or update a thread's metadata (an update keeps its place)."""
+        runner = await self._ready()
         params = {
             "user_id": self.user_id(context),
             "id": thread.id,
             "created_at": micros(thread.created_at),
             "data": thread_json(thread),
         }
-
-        async def body(conn: AsyncConnection, bound: _Bound) -> None:
-            await conn.execute(bound.upserts.thread, params)
-
-        await self._transaction(True, body)
+        await runner.run(_execute(runner.upserts.thread, params), write=True, transaction=False)
 
     async def load_threads(
         self, limit: int, after: str | None, order: str, context: TContext
@@ -768,11 +922,11 @@ class SQLStore(Store[TContext], Generic[TContext]):
         """Delete a thread and all its items (a no-op if it does not exist)."""
         params = {"user_id": self.user_id(context), "id": thread_id}
 
-        async def body(conn: AsyncConnection, bound: _Bound) -> None:
-            await conn.execute(_DELETE_THREAD_ITEMS, params)
-            await conn.execute(_DELETE_THREAD, params)
+        def body(conn: Connection) -> None:
+            conn.execute(_DELETE_THREAD_ITEMS, params)
+            conn.execute(_DELETE_THREAD, params)
 
-        await self._transaction(True, body)
+        await self._write(body, transaction=True)
 
     # -- items ---------------------------------------------------------------------------
 
@@ -797,6 +951,8 @@ class SQLStore(Store[TContext], Generic[TContext]):
         return page([ITEM.validate_json(row) for row in rows], limit)
 
     async def _upsert_item(self, thread_id: str, item: ThreadItem, context: TContext) -> None:
+        runner = await self._ready()
+        statement = runner.upserts.item
         params = {
             "user_id": self.user_id(context),
             "thread_id": thread_id,
@@ -805,13 +961,13 @@ class SQLStore(Store[TContext], Generic[TContext]):
             "data": item.model_dump_json(),
         }
 
-        async def body(conn: AsyncConnection, bound: _Bound) -> int:
+        def body(conn: Connection) -> int:
             try:
-                return (await conn.execute(bound.upserts.item, params)).rowcount
+                return conn.execute(statement, params).rowcount
             except IntegrityError as exc:  # the thread was deleted concurrently
                 raise NotFoundError(thread_not_found(thread_id)) from exc
 
-        if await self._transaction(True, body) == 0:
+        if await runner.run(body, write=True, transaction=False) == 0:
             raise NotFoundError(thread_not_found(thread_id))
 
     async def add_thread_item(self, thread_id: str, item: ThreadItem, context: TContext) -> None:
@@ -824,47 +980,38 @@ class SQLStore(Store[TContext], Generic[TContext]):
 
     async def load_item(self, thread_id: str, item_id: str, context: TContext) -> ThreadItem:
         """Load one item of a thread, or raise ``NotFoundError``."""
-        data = await self._scalar(
-            _LOAD_ITEM,
-            {"user_id": self.user_id(context), "thread_id": thread_id, "id": item_id},
-        )
+        key = {"user_id": self.user_id(context), "thread_id": thread_id, "id": item_id}
+        data = await self._read(_scalar(_LOAD_ITEM, key))
         if data is None:
             raise NotFoundError(item_not_found(thread_id, item_id))
         return ITEM.validate_json(data)
 
     async def delete_thread_item(self, thread_id: str, item_id: str, context: TContext) -> None:
         """Delete one item of a thread (a no-op if it does not exist)."""
-        await self._write(
-            _DELETE_ITEM,
-            {"user_id": self.user_id(context), "thread_id": thread_id, "id": item_id},
-        )
+        key = {"user_id": self.user_id(context), "thread_id": thread_id, "id": item_id}
+        await self._write(_execute(_DELETE_ITEM, key))
 
     # -- attachments ---------------------------------------------------------------------
 
     async def save_attachment(self, attachment: Attachment, context: TContext) -> None:
         """Insert or update an attachment's metadata."""
+        runner = await self._ready()
         params = {
             "user_id": self.user_id(context),
             "id": attachment.id,
             "data": attachment.model_dump_json(),
         }
-
-        async def body(conn: AsyncConnection, bound: _Bound) -> None:
-            await conn.execute(bound.upserts.attachment, params)
-
-        await self._transaction(True, body)
+        await runner.run(_execute(runner.upserts.attachment, params), write=True, transaction=False)
 
     async def load_attachment(self, attachment_id: str, context: TContext) -> Attachment:
         """Load an attachment's metadata, or raise ``NotFoundError``."""
-        data = await self._scalar(
-            _LOAD_ATTACHMENT, {"user_id": self.user_id(context), "id": attachment_id}
-        )
+        key = {"user_id": self.user_id(context), "id": attachment_id}
+        data = await self._read(_scalar(_LOAD_ATTACHMENT, key))
         if data is None:
             raise NotFoundError(attachment_not_found(attachment_id))
         return ATTACHMENT.validate_json(data)
 
     async def delete_attachment(self, attachment_id: str, context: TContext) -> None:
         """Delete an attachment's metadata (a no-op if it does not exist)."""
-        await self._write(
-            _DELETE_ATTACHMENT, {"user_id": self.user_id(context), "id": attachment_id}
-        )
+        key = {"user_id": self.user_id(context), "id": attachment_id}
+        await self._write(_execute(_DELETE_ATTACHMENT, key))
