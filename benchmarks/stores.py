@@ -57,9 +57,7 @@ def item(thread_id: str, n: int) -> AssistantMessageItem:
     )
 
 
-async def measure(
-    store: Store[DemoContext], op: str, count: int, concurrency: int
-) -> float:
+async def measure(store: Store[DemoContext], op: str, count: int, concurrency: int) -> float:
     """Operations per second of ``op`` (``count`` calls, ``concurrency`` at a time)."""
     user = DemoContext(f"bench-{uuid.uuid4().hex[:8]}")
     thread = ThreadMetadata(id="thr_bench", created_at=T0, title="bench")
@@ -84,9 +82,7 @@ async def measure(
             for n in range(count)
         ]
     else:
-        calls = [
-            lambda: store.load_thread_items(thread.id, "msg_000100", 20, "asc", user)
-        ] * count
+        calls = [lambda: store.load_thread_items(thread.id, "msg_000100", 20, "asc", user)] * count
 
     async def worker(mine: list[Callable[[], Awaitable[Any]]]) -> None:
         for call in mine:
@@ -208,7 +204,8 @@ async def request_throughput(url: str, count: int) -> dict[str, float]:
     transport = httpx.ASGITransport(app=app)
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
-            for name, body, n in (("threads.list", listing, count), ("threads.create", create, count // 4)):
+            rounds = (("threads.list", listing, count), ("threads.create", create, count // 4))
+            for name, body, n in rounds:
                 await client.post("/", content=body)
 
                 async def worker(k: int, body: bytes = body, n: int = n) -> None:
@@ -235,7 +232,8 @@ def table(results: dict[str, Any]) -> str:
             old, new = pair.get("reference"), pair["sqlstore"]
             ratio = f"{new / old:.2f}" if old else "—"
             old_text = f"{old:,.0f}" if old else "—"
-            lines.append(f"| {backend} | {op} | {concurrency} | {old_text} | {new:,.0f} | {ratio} |")
+            row = f"| {backend} | {op} | {concurrency} | {old_text} | {new:,.0f} | {ratio} |"
+            lines.append(row)
     if results.get("requests"):
         lines += ["", "| backend | request | requests/s |", "|---|---|---:|"]
         for backend, figures in results["requests"].items():

@@ -499,6 +499,9 @@ def _never() -> bool:
     return False
 
 
+_SQLITE_READERS = 2  # WAL readers (they never wait for the writer)
+
+
 class _ThreadRunner:
     """SQLite through the standard ``sqlite3`` driver on the store's own threads.
 
@@ -524,7 +527,7 @@ class _ThreadRunner:
         if self.memory:
             options["poolclass"] = StaticPool  # one connection: the database itself
         else:
-            options.update(pool_size=3, max_overflow=0)  # a writer and two readers
+            options.update(pool_size=_SQLITE_READERS + 1, max_overflow=2)  # a writer, readers
         options.update(engine_options)
         self.engine = create_engine(url, **options)
         event.listen(
@@ -537,6 +540,8 @@ class _ThreadRunner:
         self._writer: ThreadPoolExecutor | None = None
         self._readers: ThreadPoolExecutor | None = None
         self._guard = threading.Lock()
+        self._local = threading.local()
+        self._connections: list[Connection] = []
 
     def _executor(self, write: bool) -> ThreadPoolExecutor:
         with self._guard:
@@ -545,19 +550,24 @@ class _ThreadRunner:
             if write or self.memory:
                 return self._writer
             if self._readers is None:
-                self._readers = ThreadPoolExecutor(2, thread_name_prefix="chatkit-sqlite-reader")
+                self._readers = ThreadPoolExecutor(
+                    _SQLITE_READERS, thread_name_prefix="chatkit-sqlite-reader"
+                )
             return self._readers
 
     async def run(self, body: Body[_T], *, write: bool, transaction: bool) -> _T:
         abandoned = threading.Event()
 
         def job() -> _T:
-            with self.engine.connect() as conn:
+            conn = self._connection()
+            try:
                 if write:
                     return _in_transaction(conn, "BEGIN IMMEDIATE", body, abandoned.is_set)
                 if transaction:
                     return _in_transaction(conn, "BEGIN", body, _never)
                 return body(conn)
+            finally:
+                self._release(conn)
 
         submitted = self._executor(write).submit(job)
         result = asyncio.wrap_future(submitted)
@@ -574,12 +584,35 @@ class _ThreadRunner:
                 result.exception()  # retrieved: the caller sees its cancellation
             raise
 
+    def _connection(self) -> Connection:
+        """This worker thread's connection, kept between jobs (a pool checkout per call
+        costs more than the call)."""
+        conn: Connection | None = getattr(self._local, "conn", None)
+        if conn is None or conn.invalidated or conn.closed:
+            conn = self.engine.connect()
+            self._local.conn = conn
+            with self._guard:
+                self._connections.append(conn)
+        return conn
+
+    def _release(self, conn: Connection) -> None:
+        """End SQLAlchemy's own transaction of a job (the database's is over already)."""
+        try:
+            conn.rollback()
+        except Exception:
+            conn.invalidate()
+
     async def aclose(self) -> None:
         with self._guard:
             executors = [e for e in (self._writer, self._readers) if e is not None]
             self._writer = self._readers = None
         for executor in executors:
             await asyncio.to_thread(executor.shutdown, wait=True)
+        with self._guard:  # their threads are gone: close their connections here
+            connections, self._connections = self._connections, []
+        for conn in connections:
+            with contextlib.suppress(Exception):
+                conn.close()
         self.engine.dispose()
 
 
@@ -643,9 +676,12 @@ class _AsyncRunner:
             "json_serializer": _raw_json,
             "json_deserializer": _raw_json,
             "isolation_level": "AUTOCOMMIT",
+            # every explicit transaction ends in COMMIT or ROLLBACK (or the connection is
+            # invalidated): no reset round trip when a connection goes back to the pool
+            "pool_reset_on_return": None,
         }
-        if not self.sqlite:
-            options["pool_recycle"] = 3600
+        if not self.sqlite:  # callers beyond 10 wait for a connection: overflow ones would
+            options.update(pool_size=10, max_overflow=0, pool_recycle=3600)  # reconnect per call
         options.update(self.engine_options)
         engine = create_async_engine(self.url, **options)
         if self.sqlite:
@@ -689,7 +725,9 @@ class _AsyncRunner:
         return await self._run(bound, body, write, transaction)
 
     async def _run(self, bound: _Bound, body: Body[_T], write: bool, transaction: bool) -> _T:
-        explicit = transaction or (write and not self.autocommit_writes)
+        # Reads never need BEGIN here: under READ COMMITTED each statement has its own
+        # snapshot anyway (SQLite's threads do take one for a multi-statement read).
+        explicit = write and (transaction or not self.autocommit_writes)
         async with bound.engine.connect() as conn:
             if not explicit:
                 return await conn.run_sync(body)
@@ -698,8 +736,10 @@ class _AsyncRunner:
                 result = await conn.run_sync(body)
             except BaseException:
                 if not conn.invalidated:
-                    with contextlib.suppress(Exception):
+                    try:
                         await _finish(conn.exec_driver_sql("ROLLBACK"))
+                    except Exception:
+                        await conn.invalidate()  # never back to the pool mid-transaction
                 raise
             await _finish(conn.exec_driver_sql("COMMIT"))
             return result
