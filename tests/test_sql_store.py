@@ -42,9 +42,14 @@ T0 = datetime(2025, 5, 1, 12, 0, 0)
 
 @pytest.fixture(autouse=True)
 def _no_stray_sqlite_threads() -> Iterator[None]:
-    """Every test leaves no aiosqlite worker thread behind, closed loops' ones included."""
+    """Every test leaves no SQLite thread behind (the store's own, aiosqlite's), closed
+    loops' ones included: every store is closed, and closing one ends its threads."""
     yield
-    workers = [t for t in threading.enumerate() if "_connection_worker" in t.name]
+    workers = [
+        t
+        for t in threading.enumerate()
+        if "_connection_worker" in t.name or t.name.startswith("chatkit-sqlite")
+    ]
     for worker in workers:
         worker.join(timeout=5)  # a closed connection's worker exits right after close()
     assert not [t for t in workers if t.is_alive()]
