@@ -8,9 +8,9 @@ Usage::
     server = MyChatKitServer(store)
 
 - :class:`SQLStore` (``pip install 'chatkit-adapters[sql]'``, plus ``[postgres]`` or
-  ``[mysql]``): SQLAlchemy 2 async Core on SQLite (aiosqlite), PostgreSQL (psycopg 3) and
-  MySQL/MariaDB (aiomysql). ``python -m chatkit_adapters.stores upgrade URL`` applies its
-  schema migrations.
+  ``[mysql]``): SQLAlchemy 2 Core on SQLite (the stdlib driver on the store's threads),
+  PostgreSQL (psycopg 3, async) and MySQL/MariaDB (asyncmy, async).
+  ``python -m chatkit_adapters.stores upgrade URL`` applies its schema migrations.
 - ``chatkit_adapters.stores.django``: a Django app for ``INSTALLED_APPS`` with
   ``chatkit_adapters.stores.django.DjangoStore`` on the Django ORM.
 

@@ -1,12 +1,12 @@
-"""``SQLStore``: a ChatKit store on SQLAlchemy 2 async Core (SQLite, PostgreSQL, MySQL/MariaDB).
+"""``SQLStore``: a ChatKit store on SQLAlchemy 2 Core (SQLite, PostgreSQL, MySQL/MariaDB).
 
 Usage::
 
     from chatkit_adapters.stores import SQLStore
 
-    store = SQLStore("sqlite:///chatkit.db")            # aiosqlite, the embedded default
+    store = SQLStore("sqlite:///chatkit.db")            # the embedded default
     store = SQLStore("postgresql://u:pw@db/app")        # psycopg 3 (async)
-    store = SQLStore("mysql://u:pw@db/app")             # aiomysql (MySQL 8 and MariaDB)
+    store = SQLStore("mysql://u:pw@db/app")             # asyncmy (MySQL 8 and MariaDB)
     store = SQLStore(url, user_id=lambda ctx: ctx.org_id + ":" + ctx.user_id)
 
 What it guarantees (the contract suites in ``tests/`` check each point on every backend):
@@ -27,13 +27,14 @@ What it guarantees (the contract suites in ``tests/`` check each point on every 
   commit leaves nothing; once the commit is under way it completes (shielded) before the
   ``CancelledError`` goes on. So ChatKit's cancel cleanup, which writes while a
   cancellation is in flight, lands whole or not at all.
-- Nothing connects until first use, inside the running event loop. The store keeps one
-  SQLAlchemy engine per event loop that uses it, so it may serve the sync adapters'
-  background loop and request loops at the same time; an engine whose loop has closed is
-  dropped. :meth:`SQLStore.aclose` disposes of them all.
-- SQLite: WAL journal, a busy timeout, foreign keys on, and one writer at a time per
-  event loop (``BEGIN IMMEDIATE`` under an ``asyncio.Lock``): no "database is locked"
-  under many concurrent streams. ``sqlite://`` (in memory) is private to one event loop.
+- Nothing connects until the first call. SQLite (``sqlite://``, the stdlib driver) runs
+  each call as one job on the store's own threads: one writer (``BEGIN IMMEDIATE``; no
+  "database is locked" within the process, a busy timeout for other processes), two WAL
+  readers, shared by every event loop of the process. Servers (and
+  ``sqlite+aiosqlite://``) run on SQLAlchemy's async engine, one engine per event loop
+  that uses the store (so it may serve the sync adapters' background loop and request
+  loops at once); an engine whose loop has closed is dropped. :meth:`SQLStore.aclose`
+  closes everything.
 - The schema is versioned (table ``chatkit_schema``) and migrated on first use
   (``migrate=True``, the default) or explicitly: ``python -m chatkit_adapters.stores
   upgrade URL`` / :meth:`SQLStore.upgrade`. With ``migrate=False`` a store whose database
