@@ -571,3 +571,16 @@ async def test_sqlite_100_concurrent_streams_and_writers(
     threads = await store.load_threads(500, None, "asc", owner)
     assert len(threads.data) == STREAMS + 1
     await store.aclose()
+
+
+def test_store_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    """benchmarks/stores.py (its smoke run on SQLite): both stores measured, every row."""
+    from benchmarks.stores import main
+
+    main(["--quick", "--backends", "sqlite"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| sqlite")]
+    assert len(rows) == 8
+    for row in rows:
+        old, new, ratio = (cell.strip() for cell in row.strip("|").split("|")[3:6])
+        assert float(old.replace(",", "")) > 0 and float(new.replace(",", "")) > 0
+        assert float(ratio) > 0
