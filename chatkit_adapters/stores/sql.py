@@ -49,7 +49,7 @@ import threading
 import weakref
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final, Generic, TypeVar
 
@@ -83,7 +83,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import URL, Dialect, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql.expression import Executable
 from sqlalchemy.types import TypeDecorator, TypeEngine
@@ -625,6 +625,9 @@ class _Bound:
     engine: AsyncEngine
     write_lock: asyncio.Lock | None  # aiosqlite: one writer at a time
     drivers: weakref.WeakSet[Any]  # aiosqlite: its connections (stopped if abandoned)
+    slots: asyncio.Semaphore  # at most _ASYNC_CONNECTIONS connections at once
+    idle: list[AsyncConnection] = field(default_factory=list)  # kept open between calls
+    closed: bool = False
 
 
 def _stop_sqlite_workers(drivers: Iterable[Any]) -> None:
@@ -644,6 +647,26 @@ def _stop_sqlite_workers(drivers: Iterable[Any]) -> None:
         stopper = threading.Thread(target=stop_all, name="chatkit-sqlite-stop", daemon=True)
         stopper.start()
         stopper.join()
+
+
+_ASYNC_CONNECTIONS = 10  # per event loop; more callers wait for one
+
+
+def _abandon(bound: _Bound) -> None:
+    """Drop the connections of a loop that is gone, without awaiting anything: out of the
+    pool, libpq's socket closed at once (psycopg), aiosqlite's threads stopped."""
+    bound.closed = True
+    idle, bound.idle = bound.idle, []
+    for conn in idle:
+        if conn.sync_connection is None:
+            continue
+        with contextlib.suppress(Exception):
+            fairy = conn.sync_connection.connection
+            fairy.detach()
+            pgconn = getattr(fairy.driver_connection, "pgconn", None)
+            if pgconn is not None:
+                pgconn.finish()
+    _stop_sqlite_workers(bound.drivers)
 
 
 class _AsyncRunner:
@@ -681,8 +704,8 @@ class _AsyncRunner:
             # invalidated): no reset round trip when a connection goes back to the pool
             "pool_reset_on_return": None,
         }
-        if not self.sqlite:  # callers beyond 10 wait for a connection: overflow ones would
-            options.update(pool_size=10, max_overflow=0, pool_recycle=3600)  # reconnect per call
+        if not self.sqlite:  # the connections the store keeps (_Bound.idle) come from here
+            options.update(pool_size=_ASYNC_CONNECTIONS, max_overflow=0)
         options.update(self.engine_options)
         engine = create_async_engine(self.url, **options)
         if self.sqlite:
@@ -702,7 +725,7 @@ class _AsyncRunner:
             return bound
         with self._guard:
             for other in [other for other in self._bound if other.is_closed()]:
-                _stop_sqlite_workers(self._bound.pop(other).drivers)
+                _abandon(self._bound.pop(other))
             if self.memory and self._bound:
                 raise RuntimeError(
                     "an in-memory SQLite database on an async driver lives on one event "
@@ -714,6 +737,7 @@ class _AsyncRunner:
                 engine=self._create(drivers),
                 write_lock=asyncio.Lock() if self.sqlite else None,
                 drivers=drivers,
+                slots=asyncio.Semaphore(_ASYNC_CONNECTIONS),
             )
             self._bound[loop] = bound
             return bound
@@ -729,21 +753,60 @@ class _AsyncRunner:
         # Reads never need BEGIN here: under READ COMMITTED each statement has its own
         # snapshot anyway (SQLite's threads do take one for a multi-statement read).
         explicit = write and (transaction or not self.autocommit_writes)
-        async with bound.engine.connect() as conn:
-            if not explicit:
-                return await conn.run_sync(body)
-            await conn.exec_driver_sql(self.write_begin if write else self.begin)
+        async with bound.slots:
+            conn = await self._acquire(bound)
             try:
-                result = await conn.run_sync(body)
-            except BaseException:
-                if not conn.invalidated:
-                    try:
-                        await _finish(conn.exec_driver_sql("ROLLBACK"))
-                    except Exception:
-                        await conn.invalidate()  # never back to the pool mid-transaction
-                raise
-            await _finish(conn.exec_driver_sql("COMMIT"))
-            return result
+                if not explicit:
+                    return await conn.run_sync(body)
+                await conn.exec_driver_sql(self.write_begin if write else self.begin)
+                try:
+                    result = await conn.run_sync(body)
+                except BaseException:
+                    if not conn.invalidated:
+                        try:
+                            await _finish(conn.exec_driver_sql("ROLLBACK"))
+                        except Exception:
+                            await conn.invalidate()  # never reused mid-transaction
+                    raise
+                await _finish(conn.exec_driver_sql("COMMIT"))
+                return result
+            finally:
+                await _finish(self._release(bound, conn))
+
+    @staticmethod
+    async def _acquire(bound: _Bound) -> AsyncConnection:
+        """A connection kept from an earlier call, else a new one (a pool checkout per call
+        costs more than a one-statement call)."""
+        while bound.idle:
+            conn = bound.idle.pop()
+            if not (conn.invalidated or conn.closed):
+                return conn
+        return await bound.engine.connect()
+
+    @staticmethod
+    async def _release(bound: _Bound, conn: AsyncConnection) -> None:
+        if conn.invalidated or conn.closed:
+            await conn.close()
+            return
+        try:
+            await conn.rollback()  # SQLAlchemy's own transaction (autocommit: no round trip)
+        except Exception:
+            await conn.invalidate()
+            await conn.close()
+            return
+        if bound.closed:
+            await conn.close()
+        else:
+            bound.idle.append(conn)
+
+    @staticmethod
+    async def _dispose(bound: _Bound) -> None:
+        bound.closed = True  # connections in use are closed when their call ends
+        idle, bound.idle = bound.idle, []
+        for conn in idle:
+            with contextlib.suppress(Exception):
+                await conn.close()
+        await bound.engine.dispose()
 
     async def aclose(self) -> None:
         with self._guard:
@@ -752,12 +815,12 @@ class _AsyncRunner:
         current = asyncio.get_running_loop()
         for bound in bound_list:
             if bound.loop is current:
-                await bound.engine.dispose()
+                await self._dispose(bound)
             elif bound.loop.is_running() and not bound.loop.is_closed():
-                future = asyncio.run_coroutine_threadsafe(bound.engine.dispose(), bound.loop)
+                future = asyncio.run_coroutine_threadsafe(self._dispose(bound), bound.loop)
                 await asyncio.wrap_future(future)
             else:  # its loop is gone: nothing there can be awaited any more
-                _stop_sqlite_workers(bound.drivers)
+                _abandon(bound)
 
 
 _Runner = _ThreadRunner | _AsyncRunner
