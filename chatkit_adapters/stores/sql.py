@@ -771,7 +771,7 @@ class _AsyncRunner:
                 await _finish(conn.exec_driver_sql("COMMIT"))
                 return result
             finally:
-                await _finish(self._release(bound, conn))
+                await self._release(bound, conn)
 
     @staticmethod
     async def _acquire(bound: _Bound) -> AsyncConnection:
@@ -789,11 +789,15 @@ class _AsyncRunner:
             await conn.close()
             return
         try:
-            await conn.rollback()  # SQLAlchemy's own transaction (autocommit: no round trip)
-        except Exception:
-            await conn.invalidate()
-            await conn.close()
+            await conn.rollback()  # SQLAlchemy's own transaction (autocommit: no round trip
+        except Exception:  # on PostgreSQL)
+            with contextlib.suppress(Exception):
+                await conn.invalidate()
             return
+        except asyncio.CancelledError:  # mid round trip (MySQL): never reused
+            with contextlib.suppress(Exception):
+                await asyncio.shield(conn.invalidate())
+            raise
         if bound.closed:
             await conn.close()
         else:
