@@ -785,23 +785,15 @@ class _AsyncRunner:
 
     @staticmethod
     async def _release(bound: _Bound, conn: AsyncConnection) -> None:
-        if conn.invalidated or conn.closed:
-            await conn.close()
-            return
-        try:
-            await conn.rollback()  # SQLAlchemy's own transaction (autocommit: no round trip
-        except Exception:  # on PostgreSQL)
+        """Keep ``conn`` for the next call. Nothing to reset: in autocommit every statement
+        is committed, and an explicit transaction ended in COMMIT or ROLLBACK (or the
+        connection was invalidated). SQLAlchemy's own bookkeeping transaction stays open:
+        ending it would cost an await per call."""
+        if conn.invalidated or conn.closed or bound.closed:
             with contextlib.suppress(Exception):
-                await conn.invalidate()
+                await asyncio.shield(conn.close())
             return
-        except asyncio.CancelledError:  # mid round trip (MySQL): never reused
-            with contextlib.suppress(Exception):
-                await asyncio.shield(conn.invalidate())
-            raise
-        if bound.closed:
-            await conn.close()
-        else:
-            bound.idle.append(conn)
+        bound.idle.append(conn)
 
     @staticmethod
     async def _dispose(bound: _Bound) -> None:
