@@ -136,6 +136,7 @@ class _ChatKitView:
 
     def __init__(self, server: ChatKitServer[Any], factory: ContextFactory | None, opts: Options):
         self._server, self._factory, self._opts = server, factory, opts
+        self.__qualname__ = "chatkit"  # on the instance: a class body's sets the class's own
 
     def __getattr__(self, name: str) -> Any:
         if name in _COROUTINE_MARKS and _on_loop():  # asked by iscoroutinefunction()

@@ -12,6 +12,7 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
+    "chatkit_adapters.stores.django",  # DjangoStore's tests (tests/storedb.py adds databases)
 ]
 # The list ``django-admin startproject`` writes.
 MIDDLEWARE = [

@@ -10,7 +10,7 @@ Usage::
     from examples.demo.server import DemoServer
     from examples.demo.store import open_store
 
-    server = DemoServer(open_store())          # DATABASE_URL or sqlite:///chatkit-demo.db
+    server = DemoServer(open_store())          # SQLStore on DATABASE_URL or sqlite:///chatkit-demo.db
 """
 
 from __future__ import annotations
@@ -95,7 +95,8 @@ class DemoServer(ChatKitServer[DemoContext]):
         self, thread: ThreadMetadata, message: UserMessageItem | None, context: DemoContext
     ) -> AsyncIterator[ThreadStreamEvent]:
         question = _text(message)[:80] or "your message"
-        backend = type(self.store).__name__.replace("Store", "") or "the store"
+        url = getattr(self.store, "url", None)  # SQLStore: name the database it uses
+        backend = url.get_backend_name() if url is not None else type(self.store).__name__
         words = _REPLY.format(question=question, backend=backend).split(" ")
         item = AssistantMessageItem(
             id=self.store.generate_item_id("message", thread, context),
