@@ -3,7 +3,7 @@
 ChatKit's documented wiring translated to each framework as its users would write it (no
 chatkit_adapters code): the framework's own streaming of ``server.process()``'s result.
 Falcon's WSGI route runs ``server.process`` with the naive bridge of
-:func:`benchmarks.references.naive_process`, like the Flask one.
+:func:`benchmarks.references.loop_process`, like the Flask one.
 
 To wire them in (owned by the benchmarks): ``REFERENCES.update(MORE_REFERENCES)`` in
 ``benchmarks/references.py``, and ``server_kind()`` in ``benchmarks/servers.py`` answering
@@ -20,19 +20,19 @@ from typing import Any
 
 from chatkit.server import StreamingResult
 
-from benchmarks.references import JSON, SSE, Server, naive_process
+from benchmarks.references import JSON, SSE, Process, loop_process
 
 _names = itertools.count()
 
 
-def quart_route(server: Server) -> Any:
+def quart_route(process: Process) -> Any:
     from quart import Quart, Response, request
 
     app = Quart("chatkit_benchmark_reference")
 
     @app.post("/chatkit")
     async def chatkit_endpoint() -> Response:
-        result = await server.process(await request.get_data(), {})
+        result = await process(await request.get_data(), {})
         if isinstance(result, StreamingResult):
             return Response(result, mimetype=SSE)
         return Response(result.json, mimetype=JSON)
@@ -40,12 +40,12 @@ def quart_route(server: Server) -> Any:
     return app
 
 
-def falcon_asgi_route(server: Server) -> Any:
+def falcon_asgi_route(process: Process) -> Any:
     import falcon.asgi
 
     class ChatKitResource:
         async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-            result = await server.process(await req.stream.read(), {})
+            result = await process(await req.stream.read(), {})
             if isinstance(result, StreamingResult):
                 resp.content_type = SSE
                 resp.stream = result
@@ -58,12 +58,12 @@ def falcon_asgi_route(server: Server) -> Any:
     return app
 
 
-def falcon_wsgi_route(server: Server) -> Any:
+def falcon_wsgi_route(process: Process) -> Any:
     import falcon
 
     class ChatKitResource:
         def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-            out = naive_process(server, req.bounded_stream.read())
+            out = loop_process(process, req.bounded_stream.read())
             if isinstance(out, bytes):
                 resp.content_type = JSON
                 resp.data = out
@@ -76,14 +76,14 @@ def falcon_wsgi_route(server: Server) -> Any:
     return app
 
 
-def sanic_route(server: Server) -> Any:
+def sanic_route(process: Process) -> Any:
     from sanic import HTTPResponse, Request, Sanic
 
     app = Sanic(f"chatkit_benchmark_reference_{next(_names)}")
 
     @app.post("/chatkit")
     async def chatkit_endpoint(request: Request) -> HTTPResponse | None:
-        result = await server.process(request.body, {})
+        result = await process(request.body, {})
         if isinstance(result, StreamingResult):
             response = await request.respond(content_type=SSE)
             async for chunk in result:
@@ -95,7 +95,7 @@ def sanic_route(server: Server) -> Any:
     return app
 
 
-MORE_REFERENCES: dict[str, Callable[[Server], Any]] = {
+MORE_REFERENCES: dict[str, Callable[[Process], Any]] = {
     "quart-asgi": quart_route,
     "falcon-asgi": falcon_asgi_route,
     "falcon-wsgi": falcon_wsgi_route,

@@ -351,3 +351,9 @@ def reference_app(name: str, server: Server) -> Any:
     if name.endswith(CACHED):
         return REFERENCES[name.removesuffix(CACHED)](partial(cached_process, server))
     return REFERENCES[name](server.process)
+
+
+# Quart, Falcon and Sanic: their hand-written routes live beside (they import this module)
+from benchmarks.apps_more import MORE_REFERENCES  # noqa: E402
+
+REFERENCES.update(MORE_REFERENCES)

@@ -57,11 +57,14 @@ def server_command(server: str, port: int) -> list[str]:
 
 
 def server_kind(server: str) -> str:
-    """``asgi``, ``wsgi`` or ``aiohttp``: which kind of app a server command runs."""
+    """``asgi``, ``wsgi``, ``aiohttp`` or ``sanic``: which kind of app a server command runs."""
     command = " ".join(SERVERS[server](0))
     if "aiohttp" in command:
         return "aiohttp"
-    if any(word in command for word in ("gthread", "waitress", "werkzeug", "wsgiref")):
+    if "-m sanic" in command:
+        return "sanic"  # Sanic's own server: neither ASGI nor WSGI
+    wsgi = ("gthread", "waitress", "werkzeug", "wsgiref", "--interface wsgi")
+    if any(word in command for word in wsgi):
         return "wsgi"
     return "asgi"
 
