@@ -25,8 +25,6 @@ from tests.pgserver import postgres_url  # noqa: F401  (a session fixture)
 from tests.realserver import answers_http, free_port, serving
 from tests.storedb import DJANGO_BACKENDS, django_alias, need, new_user
 
-need("django", "DjangoStore needs django")  # (the imports above do not import it)
-
 pytestmark = pytest.mark.store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(params=DJANGO_BACKENDS)
 def alias(request: pytest.FixtureRequest) -> str:
     """A migrated Django database alias (sync: Django migrates outside the event loop)."""
+    need("django", "DjangoStore needs django")
     return django_alias(request, str(request.param))
 
 
@@ -151,6 +150,7 @@ def request(kind: str, **params: Any) -> bytes:
 def example(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     """The example project serving on a fresh SQLite database; (base URL, users)."""
     server = str(request.param)
+    need("django", "the Django example needs django")
     if server == "wsgi-gunicorn":
         need("gunicorn", "gunicorn is not installed")
     env = {

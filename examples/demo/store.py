@@ -14,21 +14,23 @@ Threads, items and attachments are kept per ``DemoContext.user_id`` (the store's
 from __future__ import annotations
 
 import os
-from typing import Final
-
-from chatkit_adapters.stores import SQLStore
+from typing import TYPE_CHECKING, Final
 
 from .context import DemoContext
 
-__all__ = ["DEFAULT_DATABASE_URL", "DemoStore", "open_store"]
+if TYPE_CHECKING:
+    from chatkit_adapters.stores import SQLStore
+
+__all__ = ["DEFAULT_DATABASE_URL", "open_store"]
 
 DEFAULT_DATABASE_URL: Final = "sqlite:///chatkit-demo.db"
 """Used by :func:`open_store` when neither an URL nor ``DATABASE_URL`` is given."""
 
-DemoStore = SQLStore[DemoContext]
-
 
 def open_store(url: str | None = None) -> SQLStore[DemoContext]:
     """The demo's store on ``url`` (default ``DATABASE_URL``, else
-    :data:`DEFAULT_DATABASE_URL`); nothing connects until first use."""
+    :data:`DEFAULT_DATABASE_URL`); nothing connects until first use (needs the ``sql``
+    extra: SQLAlchemy)."""
+    from chatkit_adapters.stores import SQLStore
+
     return SQLStore(url or os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL)
