@@ -413,10 +413,35 @@ def test_every_runtime_import_is_declared() -> None:
     distributions = importlib.metadata.packages_distributions()
     missing = []
     for path in sorted((ROOT / "chatkit_adapters").rglob("*.py")):
-        module = path.stem if path.parent.name == "chatkit_adapters" else path.parent.name
-        allowed = core | extras.get(module, set())
+        # a module's extra: its own name (flask.py -> flask), or a package's on its path
+        # (stores/sql.py -> sql, stores/django/models.py -> django)
+        parts = path.relative_to(ROOT / "chatkit_adapters").with_suffix("").parts
+        allowed = set(core)
+        for part in parts:
+            allowed |= extras.get(part, set())
+        provided = _top_level_names(allowed)
         for name in _imports(path):
+            if name in provided:
+                continue
             dists = {d.lower().replace("_", "-") for d in distributions.get(name, [name])}
             if not dists & allowed:
                 missing.append(f"{path.relative_to(ROOT)} imports {name} ({', '.join(dists)})")
     assert missing == [], "declare these in pyproject.toml:\n" + "\n".join(missing)
+
+
+def _top_level_names(requirements: set[str]) -> set[str]:
+    """The importable top-level names the installed *requirements* ship (two distributions
+    may ship one name: ``multipart`` and python-multipart's shim of it)."""
+    names = set()
+    for requirement in requirements:
+        try:
+            files = importlib.metadata.distribution(requirement).files or []
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        for file in files:
+            top = file.parts[0]
+            if top.endswith(".py"):
+                names.add(top[:-3])
+            elif not top.endswith((".dist-info", ".data")) and top != "..":
+                names.add(top)
+    return names

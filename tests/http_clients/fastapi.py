@@ -7,12 +7,16 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from chatkit_adapters.fastapi import chatkit_response, chatkit_routes, chatkit_view
 
 from .base import AsgiHttpClient, call_factory
-from .starlette import MIDDLEWARE
+from .starlette import MIDDLEWARE, reads_body_on_demand
 
 
 class FastAPIClient(AsgiHttpClient):
     name = "fastapi"
     real_servers = ("uvicorn",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.body_read_on_demand = reads_body_on_demand(self.variant)  # type: ignore[misc]
 
     @classmethod
     def make_app(

@@ -13,6 +13,9 @@ from .base import AsgiHttpClient, call_factory
 class QuartClient(AsgiHttpClient):
     """Quart: the one-line view, a user-written route, a blueprint with request hooks."""
 
+    # Quart reads the request body as it arrives, without backpressure, ahead of the view
+    body_read_on_demand = False
+
     name = "quart"
     real_servers = ("hypercorn", "uvicorn")
     own_405_variants = ("view", "middleware")  # the blueprint's endpoint answers 405 itself

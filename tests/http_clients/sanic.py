@@ -29,6 +29,9 @@ async def serve(app: Sanic) -> Any:
 class SanicClient(HttpClient):
     """The one-line view, a user-written handler, a blueprint with middleware."""
 
+    # a real Sanic server on a socket: the body goes into socket buffers, not on demand
+    body_read_on_demand = False
+
     name = "sanic"
     real_servers = ("sanic",)
     own_405_variants = ("view", "middleware")  # the blueprint's endpoint answers 405 itself
