@@ -73,22 +73,23 @@ async def _body(request: Request) -> AsyncIterator[bytes]:
         raise _core.too_large(request.max_content_length or 0) from exc
 
 
-class _StreamBody(ResponseBody):
-    """The stream as Quart's response body: Quart iterates it and, on the way out (end,
-    disconnect, cancel), exits it, which awaits the stream's ``aclose()``: one cancel of
-    ChatKit's generator, cleanup awaited."""
+class _Body(ResponseBody):
+    """A stream or a file as Quart's response body (every Quart iterates a ResponseBody;
+    0.19 takes no other async iterable): on the way out (end, disconnect, cancel) Quart
+    exits it, which awaits ``aclose()``: one cancel of ChatKit's generator, cleanup
+    awaited; a file's store read closed."""
 
-    def __init__(self, stream: EventStream) -> None:
-        self._stream = stream
+    def __init__(self, source: EventStream | FileReply) -> None:
+        self._source = source
 
-    async def __aenter__(self) -> _StreamBody:
+    async def __aenter__(self) -> _Body:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        await self._stream.aclose()
+        await self._source.aclose()
 
-    def __aiter__(self) -> EventStream:
-        return self._stream
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._source.__aiter__()
 
 
 async def _respond(
@@ -111,7 +112,7 @@ async def _respond(
     )
     if isinstance(reply, JSONReply):
         return Response(reply.body, reply.status, dict(reply.all_headers))
-    body = reply if isinstance(reply, FileReply) else _StreamBody(reply.stream)
+    body = _Body(reply if isinstance(reply, FileReply) else reply.stream)
     response = Response(body, reply.status, dict(reply.headers))
     response.timeout = None  # not cut after RESPONSE_TIMEOUT (a stream, a big file)
     return response

@@ -31,6 +31,8 @@ class SanicClient(HttpClient):
 
     # a real Sanic server on a socket: the body goes into socket buffers, not on demand
     body_read_on_demand = False
+    # Sanic's own HTTP parser answers a malformed Content-Length (plain-text 400) first
+    server_refuses_bad_content_length = True
 
     name = "sanic"
     real_servers = ("sanic",)
