@@ -44,11 +44,13 @@ T0 = datetime(2025, 5, 1, 12, 0, 0)
 def _no_stray_sqlite_threads() -> Iterator[None]:
     """Every test leaves no SQLite thread behind (the store's own, aiosqlite's), closed
     loops' ones included: every store is closed, and closing one ends its threads."""
+    before = set(threading.enumerate())  # other modules' stores (the examples') are theirs
     yield
     workers = [
         t
         for t in threading.enumerate()
-        if "_connection_worker" in t.name or t.name.startswith("chatkit-sqlite")
+        if t not in before
+        and ("_connection_worker" in t.name or t.name.startswith("chatkit-sqlite"))
     ]
     for worker in workers:
         worker.join(timeout=5)  # a closed connection's worker exits right after close()
