@@ -203,6 +203,7 @@ def discover(
             continue
         servers = list(client_class.real_servers)
         servers += [v for s in client_class.real_servers for v in variants_of(s)]
+        servers = list(dict.fromkeys(servers))  # a variant the tests list too runs once
         servers += [s for s in extra.get(name, ()) if s not in servers]
         for server in servers:
             kind = server_kind(server) if server in SERVERS else "?"
