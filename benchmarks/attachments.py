@@ -19,6 +19,7 @@ answered by a redirect to the bucket (then followed) vs the file backend streami
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -231,7 +232,7 @@ def content_latency(address: tuple[str, int], route: str, count: int = 30) -> di
     status, body = upload(address, "/chatkit/attachments", MIB)
     if status != 200:
         raise RuntimeError(f"upload answered {status}")
-    attachment_id = __import__("json").loads(body)["id"]
+    attachment_id = json.loads(body)["id"]
     base = f"http://{address[0]}:{address[1]}"
     times = []
     with httpx.Client(timeout=60, follow_redirects=True) as client:

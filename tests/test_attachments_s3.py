@@ -6,6 +6,7 @@ uploads straight to the bucket, and the sweep of what was never committed."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import uuid
@@ -178,7 +179,7 @@ def test_sweep_command(s3: S3Server) -> None:  # noqa: F811
             "--older-than",
             "0",
         ],
-        env={**__import__("os").environ, **s3.environ()},
+        env={**os.environ, **s3.environ()},
         capture_output=True,
         text=True,
         timeout=60,
